@@ -1,0 +1,212 @@
+"""The one hardened XML parser configuration used everywhere in OpenHES.
+
+Refused: any DOCTYPE (and with it every DTD, entity declaration, XXE and entity-expansion
+attack), documents larger or deeper than the configured limits. Never resolved: entities,
+external resources, the network. Every refusal is a :class:`~cim.errors.CimError` with a
+documented code; no lxml exception escapes this module.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, BinaryIO
+
+from lxml import etree
+
+from cim.errors import CimError, ErrorCode
+
+
+@dataclass(frozen=True)
+class XmlLimits:
+    """Caps applied before and while parsing. Defaults suit SOAP/bus messages; bulk file
+    imports raise ``max_bytes``. Environment overrides: OPENHES_XML_MAX_BYTES,
+    OPENHES_XML_MAX_DEPTH."""
+
+    max_bytes: int = 32 * 1024 * 1024
+    max_depth: int = 64
+
+    @classmethod
+    def from_env(cls) -> XmlLimits:
+        default = cls()
+        return cls(
+            max_bytes=int(os.environ.get("OPENHES_XML_MAX_BYTES", default.max_bytes)),
+            max_depth=int(os.environ.get("OPENHES_XML_MAX_DEPTH", default.max_depth)),
+        )
+
+
+DEFAULT_LIMITS = XmlLimits()
+
+_PARSER_OPTIONS = dict(
+    resolve_entities=False,
+    no_network=True,
+    load_dtd=False,
+    dtd_validation=False,
+    huge_tree=False,
+    remove_comments=True,
+    remove_pis=True,
+)
+
+
+def _new_parser() -> etree.XMLParser:
+    return etree.XMLParser(**_PARSER_OPTIONS)
+
+
+class _NoResolver(etree.Resolver):
+    """Refuses every external resource, including schema imports not supplied by us."""
+
+    def resolve(self, system_url, public_id, context):
+        raise CimError(ErrorCode.FORBIDDEN_XML, f"external resource refused: {system_url}")
+
+
+def safe_parser() -> etree.XMLParser:
+    """A fresh parser with the hardened options (parsers are not thread-safe)."""
+    parser = _new_parser()
+    parser.resolvers.add(_NoResolver())
+    return parser
+
+
+def _classify_syntax_error(exc: etree.XMLSyntaxError) -> CimError:
+    message = str(exc.msg or exc)
+    lowered = message.lower()
+    line = exc.lineno if exc.lineno else None
+    if "encoding" in lowered or "utf-8" in lowered or "char 0x" in lowered or "bytes:" in lowered:
+        return CimError(ErrorCode.BAD_ENCODING, f"invalid character encoding: {message}", line=line)
+    if "entity" in lowered or "doctype" in lowered or "dtd" in lowered:
+        return CimError(
+            ErrorCode.FORBIDDEN_XML, f"entities and DTDs are refused: {message}", line=line
+        )
+    if "depth" in lowered or "excessive" in lowered:
+        return CimError(ErrorCode.TOO_DEEP, f"nesting too deep: {message}", line=line)
+    if "huge" in lowered or "too long" in lowered or "amplification" in lowered:
+        return CimError(
+            ErrorCode.TOO_LARGE, f"document exceeds parser limits: {message}", line=line
+        )
+    return CimError(ErrorCode.NOT_WELL_FORMED, f"not well-formed XML: {message}", line=line)
+
+
+def _refuse_doctype(docinfo: etree.DocInfo) -> None:
+    if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
+        raise CimError(ErrorCode.FORBIDDEN_XML, "a DOCTYPE is not allowed in a CIM message")
+
+
+def _depth_exceeds(root: etree._Element, max_depth: int) -> bool:
+    # One XPath step per level, evaluated inside libxml2: true when any element sits
+    # deeper than max_depth. Much cheaper than walking the tree from Python.
+    return bool(root.xpath("boolean(/" + "/*" * (max_depth + 1) + ")"))
+
+
+def parse_bytes(data: bytes, limits: XmlLimits = DEFAULT_LIMITS) -> etree._Element:
+    """Parse a whole message held in memory; return its root element."""
+    if isinstance(data, str):
+        raise CimError(
+            ErrorCode.BAD_ENCODING, "XML must be given as bytes so its declared encoding holds"
+        )
+    if len(data) > limits.max_bytes:
+        raise CimError(
+            ErrorCode.TOO_LARGE,
+            f"message is {len(data):,} bytes; the limit is {limits.max_bytes:,}",
+        )
+    if not data.strip():
+        raise CimError(ErrorCode.NOT_WELL_FORMED, "the message is empty")
+    try:
+        root = etree.fromstring(data, safe_parser())
+    except etree.XMLSyntaxError as exc:
+        raise _classify_syntax_error(exc) from None
+    except (ValueError, etree.LxmlError) as exc:
+        raise CimError(ErrorCode.NOT_WELL_FORMED, f"not well-formed XML: {exc}") from None
+    _refuse_doctype(root.getroottree().docinfo)
+    if _depth_exceeds(root, limits.max_depth):
+        raise CimError(
+            ErrorCode.TOO_DEEP, f"elements are nested deeper than {limits.max_depth} levels"
+        )
+    return root
+
+
+def parse_file(path: str | os.PathLike[str], limits: XmlLimits = DEFAULT_LIMITS) -> etree._Element:
+    size = os.path.getsize(path)
+    if size > limits.max_bytes:
+        raise CimError(
+            ErrorCode.TOO_LARGE, f"file is {size:,} bytes; the limit is {limits.max_bytes:,}"
+        )
+    with open(path, "rb") as handle:
+        return parse_bytes(handle.read(), limits)
+
+
+class _CountingReader:
+    """Wraps a binary stream and refuses to deliver more than ``limit`` bytes."""
+
+    def __init__(self, stream: BinaryIO | IO[bytes], limit: int) -> None:
+        self._stream = stream
+        self._limit = limit
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._stream.read(size if size and size > 0 else 1 << 16)
+        self.count += len(chunk)
+        if self.count > self._limit:
+            raise CimError(
+                ErrorCode.TOO_LARGE, f"stream exceeds the limit of {self._limit:,} bytes"
+            )
+        return chunk
+
+
+def iterparse_safe(
+    source: str | os.PathLike[str] | BinaryIO,
+    *,
+    events: tuple[str, ...] = ("end",),
+    tag: str | tuple[str, ...] | None = None,
+    limits: XmlLimits | None = None,
+) -> Iterator[tuple[str, etree._Element]]:
+    """Streaming parse with the hardened options, for documents of any size.
+
+    ``limits.max_bytes`` applies to the stream (pass ``XmlLimits(max_bytes=...)`` for bulk
+    imports); depth is limited by libxml2's own cap, and a DOCTYPE is refused before the
+    first element is handed out.
+    """
+    limits = limits or XmlLimits(max_bytes=1 << 40)
+    if isinstance(source, (str, os.PathLike)):
+        handle: BinaryIO = open(source, "rb")  # noqa: SIM115 - closed in finally
+        owned = True
+    else:
+        handle, owned = source, False
+    reader = _CountingReader(handle, limits.max_bytes)
+    wanted = tuple(events)
+    if "start" not in wanted:
+        wanted = ("start", *wanted)
+    context = etree.iterparse(
+        reader,
+        events=wanted,
+        tag=None,
+        **{k: v for k, v in _PARSER_OPTIONS.items() if k not in ("remove_pis",)},
+    )
+    checked = False
+    depth = 0
+    tags = {tag} if isinstance(tag, str) else set(tag) if tag else None
+    try:
+        for event, element in context:
+            if event == "start":
+                if not checked:
+                    _refuse_doctype(element.getroottree().docinfo)
+                    checked = True
+                depth += 1
+                if depth > limits.max_depth:
+                    raise CimError(
+                        ErrorCode.TOO_DEEP,
+                        f"elements are nested deeper than {limits.max_depth} levels",
+                        line=element.sourceline,
+                    )
+                if "start" not in events:
+                    continue
+            elif event == "end":
+                depth -= 1
+            if tags is None or element.tag in tags:
+                yield event, element
+    except etree.XMLSyntaxError as exc:
+        raise _classify_syntax_error(exc) from None
+    except (ValueError, etree.LxmlError) as exc:
+        raise CimError(ErrorCode.NOT_WELL_FORMED, f"not well-formed XML: {exc}") from None
+    finally:
+        if owned:
+            handle.close()
