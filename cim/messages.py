@@ -52,9 +52,6 @@ class NounCodec:
     def build(self, model: Any) -> etree._Element:
         return getattr(_module(self.module), self.builder)(model)
 
-    def model_type(self) -> type:
-        return getattr(_module(self.module), self.model)
-
 
 @cache
 def _module(name: str) -> Any:
@@ -126,8 +123,9 @@ def read_document(element: etree._Element, root_name: str, report: ReadReport) -
 def write_document(model: Any) -> etree._Element:
     if isinstance(model, etree._Element):
         return model
+    model_class = type(model)
     for codec in CODECS.values():
-        if type(model) is codec.model_type():
+        if model_class.__module__ == codec.module and model_class.__name__ == codec.model:
             return codec.build(model)
     raise TypeError(f"no CIM codec writes {type(model).__name__}")
 

@@ -1,0 +1,169 @@
+"""The `openhes` command line. Every failure is one clear line on stderr and a non-zero
+exit status; no traceback reaches the operator."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from cim.errors import CimError
+
+EXIT_OK = 0
+EXIT_INVALID = 1
+EXIT_USAGE = 2
+
+
+def _fail(message: str, status: int = EXIT_INVALID) -> int:
+    print(f"openhes: {message}", file=sys.stderr)
+    return status
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from cim.validation import validate_file
+    from cim.xmlsafe import XmlLimits
+
+    if args.xsd is not None and not Path(args.xsd).is_file():
+        return _fail(f"--xsd {args.xsd}: no such file", EXIT_USAGE)
+    limits = XmlLimits(max_bytes=args.max_bytes)
+    status = EXIT_OK
+    for name in args.files:
+        path = Path(name)
+        if not path.is_file():
+            print(f"{name}: no such file", file=sys.stderr)
+            status = EXIT_INVALID
+            continue
+        try:
+            issues = validate_file(path, args.xsd, limits)
+        except CimError as error:
+            line = f":{error.line}" if error.line else ""
+            print(f"{name}{line}: refused [{error.code}] {error.reason}")
+            status = EXIT_INVALID
+            continue
+        if not issues:
+            print(f"{name}: valid")
+            continue
+        status = EXIT_INVALID
+        for issue in issues:
+            line = f":{issue.line}" if issue.line else ""
+            print(f"{name}{line}: {issue.path}: {issue.message}")
+        print(f"{name}: invalid ({len(issues)} error{'s' if len(issues) != 1 else ''})")
+    return status
+
+
+def describe_code(code: str, interval_minutes: int | None = None) -> tuple[str, str]:
+    """(kind, words) for a code, told apart by its shape: 18 dotted fields is a
+    ReadingType, 4 an EndDevice event/control type, 3 a reading quality, 6 (or A-B:C.D.E*F)
+    an OBIS code."""
+    from cim.codelists.enddevicetype import EndDeviceTypeCode
+    from cim.codelists.obis import describe_obis
+    from cim.codelists.quality import ReadingQualityCode
+    from cim.codelists.readingtype import ReadingType
+    from cim.errors import ErrorCode
+
+    text = code.strip()
+    if ":" in text or "-" in text.split(".")[0] or text.count(".") == 5:
+        return "OBIS", describe_obis(text, interval_minutes)
+    parts = text.count(".") + 1
+    if parts == 18:
+        return "ReadingType", ReadingType.parse(text).describe()
+    if parts == 4:
+        return "EndDeviceEventType/ControlType", EndDeviceTypeCode.parse(
+            text, strict=False
+        ).describe()
+    if parts == 3:
+        return "ReadingQualityType", ReadingQualityCode.parse(text).describe()
+    raise CimError(
+        ErrorCode.BAD_VALUE,
+        f"{text!r} has {parts} parts; expected 18 (ReadingType), 4 (EndDevice type), "
+        "3 (quality) or 6 (OBIS)",
+    )
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    status = EXIT_OK
+    for code in args.codes:
+        try:
+            kind, text = describe_code(code, interval_minutes=args.interval)
+        except CimError as error:
+            print(f"{code}: [{error.code}] {error.reason}")
+            status = EXIT_INVALID
+            continue
+        print(f"{code}: {kind}: {text}")
+    return status
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from adapters.demo import run_demo
+
+    return run_demo(meters=args.meters, days=args.days, out=args.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="openhes",
+        description="OpenHES: open-source head-end system and IEC 61968-9 integration hub.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="run the demonstration end to end")
+    demo.add_argument("--meters", type=int, default=1000, help="meters in the demo (default 1000)")
+    demo.add_argument("--days", type=int, default=1, help="days of 15-minute data (default 1)")
+    demo.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for the files written (default: a temporary one)",
+    )
+    demo.set_defaults(handler=cmd_demo)
+
+    validate = commands.add_parser("validate", help="check CIM documents against the schemas")
+    validate.add_argument("files", nargs="+", metavar="FILE")
+    validate.add_argument(
+        "--xsd", default=None, help="validate against this XSD instead of OpenHES's"
+    )
+    validate.add_argument(
+        "--max-bytes",
+        type=int,
+        default=1 << 30,
+        help="refuse files larger than this (default 1 GiB)",
+    )
+    validate.set_defaults(handler=cmd_validate)
+
+    describe = commands.add_parser(
+        "describe",
+        help="explain a ReadingType, EndDeviceEventType/ControlType, quality or OBIS code",
+    )
+    describe.add_argument("codes", nargs="+", metavar="CODE")
+    describe.add_argument(
+        "--interval",
+        type=int,
+        default=None,
+        help="load-profile interval in minutes, for OBIS codes",
+    )
+    describe.set_defaults(handler=cmd_describe)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse has printed its one-line usage error
+        return int(exc.code or 0)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.handler(args))
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except CimError as error:
+        return _fail(f"[{error.code}] {error.reason}")
+    except OSError as error:
+        return _fail(str(error))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
