@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -67,12 +68,20 @@ def datetime_of(element: etree._Element) -> datetime:
         raise
 
 
+# xs:decimal, plus the exponent form of xs:double (both appear in meter values); Python's
+# Decimal() and int() would also take "1_000", "NaN" and non-ASCII digits.
+_DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+_INTEGER = re.compile(r"[+-]?\d+", re.ASCII)
+
+
 def decimal_of(element: etree._Element) -> Decimal:
     text = text_of(element)
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        value = None
+    value = None
+    if _DECIMAL.fullmatch(text):
+        try:
+            value = Decimal(text)
+        except InvalidOperation:
+            value = None
     if value is None or not value.is_finite():
         raise CimError(
             ErrorCode.BAD_VALUE,
@@ -85,15 +94,14 @@ def decimal_of(element: etree._Element) -> Decimal:
 
 def int_of(element: etree._Element) -> int:
     text = text_of(element)
-    try:
+    if _INTEGER.fullmatch(text):
         return int(text)
-    except ValueError:
-        raise CimError(
-            ErrorCode.BAD_VALUE,
-            f"{text!r} is not an integer",
-            xpath=element_path(element),
-            line=element.sourceline,
-        ) from None
+    raise CimError(
+        ErrorCode.BAD_VALUE,
+        f"{text!r} is not an integer",
+        xpath=element_path(element),
+        line=element.sourceline,
+    )
 
 
 _TRUE = {"true", "1"}
