@@ -251,7 +251,7 @@ DocumentWriter = Callable[[Any], etree._Element]
 _WRAPPER = re.compile(
     # Past-tense verbs first: "CreatedX" must not read as "Create" + "dX".
     r"^(?:(Created|Changed|Canceled|Closed|Deleted|Executed|Create|Change|Cancel|Close|Delete"
-    r"|Execute|Get|Reply)([A-Z]\w*)|(\w+?)(ResponseMessage|FaultMessage))$"
+    r"|Execute|Get|Reply)([A-Z]\w*)|(\w+?)(RequestMessage|ResponseMessage|EventMessage|FaultMessage))$"
 )
 _WRAPPER_KIND = {
     "Create": MessageKind.REQUEST,
@@ -286,9 +286,9 @@ def classify_root(root: etree._Element) -> tuple[MessageKind, str | None]:
         if match:
             if match.group(1):
                 return _WRAPPER_KIND[match.group(1)], local
-            suffix = match.group(4)
-            kind = MessageKind.RESPONSE if suffix == "ResponseMessage" else MessageKind.FAULT
-            return kind, local
+            # <Noun>ResponseMessage/FaultMessage are standard; <Noun>RequestMessage and
+            # <Noun>EventMessage come from the EPRI interoperability drafts.
+            return MessageKind(match.group(4)), local
     raise CimError(
         ErrorCode.UNKNOWN_MESSAGE_ROOT,
         f"root element {local!r} in namespace {namespace or '(none)'!r} is not an IEC 61968-100 message",
@@ -332,13 +332,16 @@ def read_message(
         message.request = read_request(request_element, noun, read_document, report)
     if reply_element is not None:
         message.reply = read_reply(reply_element, report)
-    elif kind in (MessageKind.RESPONSE, MessageKind.FAULT):
+    elif kind is MessageKind.FAULT:
         raise CimError(
             ErrorCode.MISSING_ELEMENT,
-            f"a {kind.value} must carry a Reply",
+            "a FaultMessage must carry a Reply",
             xpath=element_path(root),
             line=root.sourceline,
         )
+    elif kind is MessageKind.RESPONSE:
+        # Seen in the field (EPRI test harness); read, but say so.
+        report.warn(f"{element_path(root)} has no Reply; read as a response without a Result")
     if payload_element is not None:
         message.payload = read_payload(payload_element, noun, read_document, report)
     return message
