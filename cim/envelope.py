@@ -163,15 +163,23 @@ class ReplyError:
 
     @classmethod
     def from_cim_error(cls, error: CimError) -> ReplyError:
-        details = error.details
+        # Error/xpath is an xs:QName in the 2013 schema, so a path (and the line) travel
+        # in details: "line 12; at /MeterReadings/MeterReading[2]/...".
+        where = []
         if error.line is not None:
-            details = f"line {error.line}" + (f"; {details}" if details else "")
+            where.append(f"line {error.line}")
+        xpath = error.xpath
+        if xpath is not None and not _is_qname(xpath):
+            where.append(f"at {xpath}")
+            xpath = None
+        if error.details:
+            where.append(error.details)
         return cls(
             code=error.code,
             level=str(error.error.level),
             reason=error.reason,
-            details=details,
-            xpath=error.xpath,
+            details="; ".join(where) or None,
+            xpath=xpath,
             id=Identifier(error.object_id) if error.object_id else None,
         )
 
