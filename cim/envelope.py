@@ -26,7 +26,9 @@ from typing import Any
 from lxml import etree
 
 from cim import namespaces as ns
+from cim.datetimes import parse_datetime
 from cim.errors import CimError, ErrorCode, Level
+from cim.namespaces import local_name
 from cim.xmltools import (
     Builder,
     ReadReport,
@@ -384,55 +386,15 @@ def read_header(element: etree._Element, report: ReadReport) -> Header:
         elif tag == "AckRequired":
             values["ack_required"] = _header_bool(child)
         elif tag == "ReplayDetection":
-            nonce = created = None
-            for sub_tag, sub in children(child):
-                if sub_tag == "Nonce":
-                    nonce = sub.text or ""
-                elif sub_tag == "Created":
-                    created = _header_datetime(sub)
-                else:
-                    report.ignored(sub)
-            if nonce is None or created is None:
-                raise CimError(
-                    ErrorCode.BAD_HEADER_VALUE,
-                    "ReplayDetection needs both Nonce and Created",
-                    xpath=element_path(child),
-                    line=child.sourceline,
-                )
-            values["replay_detection"] = ReplayDetection(nonce, created)
+            nonce, created = _read_pair(child, "Nonce", "Created", report, both=True)
+            values["replay_detection"] = ReplayDetection(
+                nonce, _header_datetime_text(child, created)
+            )
         elif tag == "User":
-            user_id = organization = None
-            for sub_tag, sub in children(child):
-                if sub_tag == "UserID":
-                    user_id = sub.text or ""
-                elif sub_tag == "Organization":
-                    organization = sub.text or ""
-                else:
-                    report.ignored(sub)
-            if user_id is None:
-                raise CimError(
-                    ErrorCode.BAD_HEADER_VALUE,
-                    "User needs a UserID",
-                    xpath=element_path(child),
-                    line=child.sourceline,
-                )
+            user_id, organization = _read_pair(child, "UserID", "Organization", report)
             values["user"] = User(user_id, organization)
         elif tag == "Property":
-            name = value = None
-            for sub_tag, sub in children(child):
-                if sub_tag == "Name":
-                    name = sub.text or ""
-                elif sub_tag == "Value":
-                    value = sub.text or ""
-                else:
-                    report.ignored(sub)
-            if name is None:
-                raise CimError(
-                    ErrorCode.BAD_HEADER_VALUE,
-                    "Property needs a Name",
-                    xpath=element_path(child),
-                    line=child.sourceline,
-                )
+            name, value = _read_pair(child, "Name", "Value", report)
             properties.append(Property(name, value))
         else:
             report.ignored(child)
@@ -462,6 +424,37 @@ def read_header(element: etree._Element, report: ReadReport) -> Header:
     if normalised != verb:
         report.warn(f"Verb {verb!r} read as {normalised!r}")
     return Header(verb=normalised, noun=noun, properties=properties, **values)
+
+
+def _read_pair(
+    element: etree._Element, first: str, second: str, report: ReadReport, *, both: bool = False
+) -> tuple[str, str | None]:
+    """The texts of a two-field Header structure (User, Property, ReplayDetection, Option):
+    ``first`` is required, ``second`` too when ``both``."""
+    values: dict[str, str] = {}
+    for tag, child in children(element):
+        if tag in (first, second) and tag not in values:
+            values[tag] = child.text or ""
+        else:
+            report.ignored(child)
+    if first not in values or (both and second not in values):
+        needed = f"both {first} and {second}" if both else f"a {first}"
+        raise CimError(
+            ErrorCode.BAD_HEADER_VALUE,
+            f"{local_name(element.tag)} needs {needed}",
+            xpath=element_path(element),
+            line=element.sourceline,
+        )
+    return values[first], values.get(second)
+
+
+def _header_datetime_text(element: etree._Element, text: str | None) -> datetime:
+    try:
+        return parse_datetime(text, where=element_path(element))
+    except CimError as exc:
+        raise CimError(
+            ErrorCode.BAD_HEADER_VALUE, exc.reason, xpath=exc.xpath, line=element.sourceline
+        ) from None
 
 
 def _header_datetime(element: etree._Element) -> datetime:
@@ -502,21 +495,7 @@ def read_request(
         elif tag == "EndTime":
             request.end_time = _header_datetime(child)
         elif tag == "Option":
-            name = value = None
-            for sub_tag, sub in children(child):
-                if sub_tag == "name":
-                    name = sub.text or ""
-                elif sub_tag == "value":
-                    value = sub.text or ""
-                else:
-                    report.ignored(sub)
-            if name is None:
-                raise CimError(
-                    ErrorCode.BAD_HEADER_VALUE,
-                    "Option needs a name",
-                    xpath=element_path(child),
-                    line=child.sourceline,
-                )
+            name, value = _read_pair(child, "name", "value", report)
             request.options.append(Option(name, value))
         elif tag == "ID":
             request.ids.append(_read_identifier(child))

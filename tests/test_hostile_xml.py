@@ -111,6 +111,28 @@ CASES = {
         _message(b"<Request><StartTime>2024-02-30T00:00:00Z</StartTime></Request>"),
         ErrorCode.BAD_HEADER_VALUE,
     ),
+    "user without UserID": (
+        _message(
+            header=b"<Header><Verb>get</Verb><Noun>MeterReadings</Noun><User><Organization>x</Organization></User></Header>"
+        ),
+        ErrorCode.BAD_HEADER_VALUE,
+    ),
+    "replay detection without Created": (
+        _message(
+            header=b"<Header><Verb>get</Verb><Noun>MeterReadings</Noun><ReplayDetection><Nonce>n</Nonce></ReplayDetection></Header>"
+        ),
+        ErrorCode.BAD_HEADER_VALUE,
+    ),
+    "option without name": (
+        _message(b"<Request><Option><value>1</value></Option></Request>"),
+        ErrorCode.BAD_HEADER_VALUE,
+    ),
+    "response without Result": (
+        b'<ResponseMessage xmlns="http://iec.ch/TC57/2011/schema/message">'
+        + HEADER
+        + b"<Reply><Error><code>0.0</code></Error></Reply></ResponseMessage>",
+        ErrorCode.MISSING_ELEMENT,
+    ),
     "bad boolean": (
         _message(
             header=b"<Header><Verb>get</Verb><Noun>MeterReadings</Noun><AsyncReplyFlag>yes</AsyncReplyFlag></Header>"
