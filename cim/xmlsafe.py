@@ -236,18 +236,20 @@ def pullparse_safe(
     source: str | os.PathLike[str] | BinaryIO,
     *,
     tag: str | tuple[str, ...] | list[str],
+    events: tuple[str, ...] = ("start",),
     limits: XmlLimits | None = None,
     chunk_size: int = 1 << 16,
 ) -> Iterator[tuple[str, etree._Element]]:
     """Streaming parse for bulk documents, with the hardened options and the tag filter
     applied inside libxml2 (elements not matching ``tag`` cost no Python work).
 
-    Yields ``("start", element)`` and ``("end", element)`` for elements matching ``tag``
-    (lxml patterns: ``"{ns}name"``, ``"{*}name"``), and ``("chunk", root)`` after the events
-    of each ``chunk_size`` bytes of input. At a "chunk" event the caller may remove fully
-    parsed elements -- every element that is not the last child of its parent -- to keep
-    memory flat, and may process them in bulk (this is what makes it fast: one Python event
-    per chunk instead of two per element).
+    Yields ``(event, element)`` for the ``events`` ("start" and/or "end") of elements matching
+    ``tag`` (lxml patterns: ``"{ns}name"``, ``"{*}name"``; wildcard patterns and start events
+    are the cheapest), ``("chunk", root)`` after the events of each ``chunk_size`` bytes
+    of input, and ``("done", root)`` once the document is complete. At a "chunk" event the caller may remove fully parsed
+    elements -- every element that is not the last child of its parent; the open elements
+    are exactly the chain of last children from the root -- to keep memory flat, and may
+    process them in bulk: one Python event per chunk instead of one or two per element.
 
     Refused before any event is yielded: a DOCTYPE (and everything in it), a prolog longer than
     1 MiB. ``limits.max_bytes`` applies to the stream. Depth: the path of open elements is
@@ -302,8 +304,13 @@ def pullparse_safe(
                     f"no root element in the first {_MAX_PROLOG_BYTES:,} bytes",
                 )
         del sniffer
-        # 2. The main parser: the caller's tags plus the root's own tag (for the root).
-        parser = etree.XMLPullParser(events=("start", "end"), tag=[*patterns, root_tag], **options)
+        # 2. The main parser: the caller's tags plus the root's local name (for the root).
+        wanted_events = tuple(events)
+        parser = etree.XMLPullParser(
+            events=tuple(dict.fromkeys(("start", *wanted_events))),
+            tag=[*patterns, "{*}" + root_tag.rpartition("}")[2]],
+            **options,
+        )
         root: etree._Element | None = None
         pending = prolog
         while True:
@@ -313,7 +320,7 @@ def pullparse_safe(
                     if root is None:
                         root = element
                         _refuse_doctype(root.getroottree().docinfo)
-                    if wanted(element.tag):
+                    if event in wanted_events and wanted(element.tag):
                         yield event, element
                 if root is not None:
                     depth, node = 1, root
@@ -333,10 +340,10 @@ def pullparse_safe(
             pending = [chunk]
         parser.close()
         for event, element in parser.read_events():
-            if wanted(element.tag):
+            if event in wanted_events and wanted(element.tag):
                 yield event, element
         if root is not None:
-            yield "chunk", root
+            yield "done", root
     except etree.XMLSyntaxError as exc:
         raise _classify_syntax_error(exc) from None
     except (ValueError, etree.LxmlError) as exc:
