@@ -29,6 +29,7 @@ from cim.end_device_events import (
     read_time_schedule_interval,
 )
 from cim.errors import CimError, ErrorCode
+from cim.meter_readings import READING_REASONS
 from cim.model import DateTimeInterval, ObjectRef
 from cim.namespaces import payload_namespace
 from cim.xmltools import (
@@ -42,23 +43,6 @@ from cim.xmltools import (
 )
 
 NOUN = "GetMeterReadings"
-
-READING_REASONS = frozenset(
-    {
-        "billing",
-        "demandReset",
-        "inquiry",
-        "installation",
-        "loadManagement",
-        "loadResearch",
-        "moveIn",
-        "moveOut",
-        "other",
-        "removal",
-        "serviceConnect",
-        "serviceDisconnect",
-    }
-)
 
 
 @dataclass(frozen=True)
