@@ -133,6 +133,36 @@ CASES = {
         + b"<Reply><Error><code>0.0</code></Error></Reply></ResponseMessage>",
         ErrorCode.MISSING_ELEMENT,
     ),
+    "bad payload date": (
+        _message(
+            b'<Payload><MeterReadings xmlns="http://iec.ch/TC57/2011/MeterReadings#"><MeterReading>'
+            b"<Readings><timeStamp>2024-02-30T00:00:00Z</timeStamp><value>1</value>"
+            b'<ReadingType ref="0.0.0.1.1.1.12.0.0.0.0.0.0.0.0.3.72.0"/></Readings>'
+            b"</MeterReading></MeterReadings></Payload>",
+            header=b"<Header><Verb>created</Verb><Noun>MeterReadings</Noun></Header>",
+        ),
+        ErrorCode.BAD_DATETIME,
+    ),
+    "bad ReadingType code": (
+        _message(
+            b'<Payload><MeterReadings xmlns="http://iec.ch/TC57/2011/MeterReadings#"><MeterReading>'
+            b"<Readings><timeStamp>2024-02-01T00:00:00Z</timeStamp><value>1</value>"
+            b'<ReadingType ref="0.0.0.1.1.1.999.0.0.0.0.0.0.0.0.3.72.0"/></Readings>'
+            b"</MeterReading></MeterReadings></Payload>",
+            header=b"<Header><Verb>created</Verb><Noun>MeterReadings</Noun></Header>",
+        ),
+        ErrorCode.BAD_READING_TYPE,
+    ),
+    "non-numeric reading value": (
+        _message(
+            b'<Payload><MeterReadings xmlns="http://iec.ch/TC57/2011/MeterReadings#"><MeterReading>'
+            b"<Readings><timeStamp>2024-02-01T00:00:00Z</timeStamp><value>12,5</value>"
+            b'<ReadingType ref="0.0.0.1.1.1.12.0.0.0.0.0.0.0.0.3.72.0"/></Readings>'
+            b"</MeterReading></MeterReadings></Payload>",
+            header=b"<Header><Verb>created</Verb><Noun>MeterReadings</Noun></Header>",
+        ),
+        ErrorCode.BAD_VALUE,
+    ),
     "bad boolean": (
         _message(
             header=b"<Header><Verb>get</Verb><Noun>MeterReadings</Noun><AsyncReplyFlag>yes</AsyncReplyFlag></Header>"
