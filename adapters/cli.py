@@ -100,6 +100,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(meters=args.meters, days=args.days, out=args.out)
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from drivers.sim.fleet import run_simulate
+
+    return run_simulate(
+        args.meters,
+        args.base_port,
+        args.transport,
+        address_book=args.address_book,
+        host=args.host,
+        shared_port=args.shared_port,
+        seed=args.seed,
+        authentication=args.authentication,
+        security=args.security,
+        key_secret=args.key_secret,
+        time_zone=args.time_zone,
+        faults=args.faults,
+        faulty_fraction=args.faulty_fraction,
+        duration=args.duration,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="openhes",
@@ -117,6 +138,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder for the files written (default: a temporary one)",
     )
     demo.set_defaults(handler=cmd_demo)
+
+    simulate = commands.add_parser("simulate", help="serve a simulated DLMS/COSEM meter fleet")
+    simulate.add_argument("--meters", type=int, default=100, help="meters to serve (default 100)")
+    simulate.add_argument(
+        "--base-port", type=int, default=4059, help="first TCP port (default 4059)"
+    )
+    simulate.add_argument(
+        "--shared-port", action="store_true", help="one port, meters told apart by address"
+    )
+    simulate.add_argument("--transport", choices=["wrapper", "hdlc"], default="wrapper")
+    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--authentication", choices=["none", "low", "high_gmac"], default="none")
+    simulate.add_argument("--security", choices=["none", "suite0"], default="none")
+    simulate.add_argument(
+        "--key-secret", default=None, help="hex secret the meter keys derive from"
+    )
+    simulate.add_argument("--time-zone", default="Europe/Amsterdam")
+    simulate.add_argument(
+        "--faults", default="", help="fault spec, e.g. latency=lognormal:0.1:0.5,loss=0.01"
+    )
+    simulate.add_argument("--faulty-fraction", type=float, default=1.0)
+    simulate.add_argument("--seed", type=int, default=1)
+    simulate.add_argument(
+        "--duration", type=float, default=None, help="stop after this many seconds"
+    )
+    simulate.add_argument(
+        "--address-book",
+        type=Path,
+        default=Path("simulated-meters.csv"),
+        help="where to write the device-import file (.csv or .json)",
+    )
+    simulate.set_defaults(handler=cmd_simulate)
 
     validate = commands.add_parser("validate", help="check CIM documents against the schemas")
     validate.add_argument("files", nargs="+", metavar="FILE")

@@ -115,3 +115,47 @@ def test_console_entry_point_has_no_traceback(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "Traceback" not in result.stdout + result.stderr
     assert "refused [1." in result.stdout
+
+
+def test_simulate_serves_and_writes_the_address_book(tmp_path: Path) -> None:
+    book = tmp_path / "meters.csv"
+    assert (
+        main(
+            [
+                "simulate",
+                "--meters",
+                "3",
+                "--base-port",
+                "0",
+                "--shared-port",
+                "--duration",
+                "0.5",
+                "--address-book",
+                str(book),
+            ]
+        )
+        == 0
+    )
+    lines = book.read_text().splitlines()
+    assert lines[0].startswith("mRID,serial,")
+    assert len(lines) == 4
+
+
+def test_simulate_refuses_a_bad_fault_spec(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(
+            [
+                "simulate",
+                "--meters",
+                "1",
+                "--faults",
+                "bogus=1",
+                "--address-book",
+                str(tmp_path / "b.csv"),
+            ]
+        )
+        == 2
+    )
+    assert "unknown fault" in capsys.readouterr().err
