@@ -1,0 +1,572 @@
+"""Ingest: a batch of raw values -> normalised -> validated -> stored, all or nothing.
+
+``ingest(db, rows, validator=...)`` checks and normalises the whole batch first (any problem
+raises :class:`MdmError` naming the row, before anything is written), then writes raw
+values, readings and superseded versions in one transaction (:mod:`mdm.bulk`).
+
+Idempotent: raw values identical to stored ones are not stored again, readings identical to
+what the meter sent before create no version. A changed value for an interval becomes a new
+version; the old one moves to ``reading_history`` with who, when and why.
+
+**The validation hook.** ``validator: Callable[[Series], Series]`` is called once per device
+and ReadingType of the batch with the normalised points, ordered by time (``Series.interval``
+set for interval data). It returns the series with ReadingQuality codes added to the points
+(``Point.with_qualities``); it must not change a point's timestamp, value or status bits, nor
+drop one. It may add estimated points (``QUALITY_ESTIMATED`` 2.8.0 among their qualities),
+for gaps or to stand in for a value that failed validation: they are stored as versions with
+source ``estimated``, after the meter's value, which therefore stays in the history and is
+never overwritten. An estimate never replaces a manual edit. The VEE engine (mdm.vee)
+provides the validator; ingest has no rules of its own.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
+
+from cim.codelists.readingtype import ReadingType
+from cim.errors import ErrorCode
+from mdm import bulk
+from mdm.audit import check_who
+from mdm.database import Store, transaction
+from mdm.devices import device_ids
+from mdm.errors import MdmError
+from mdm.normalise import (
+    RAW_MAX,
+    RAW_MIN,
+    STATUS_MAX,
+    Ambiguous,
+    Channel,
+    RawValue,
+    Refused,
+    channel,
+    check_raw,
+    resolve_repeated_hour,
+    to_utc,
+)
+from mdm.reading_types import ensure_reading_types
+from mdm.schema import (
+    SOURCE_EDITED,
+    SOURCE_ESTIMATED,
+    SOURCE_METER,
+    qualities_text,
+)
+from mdm.series import QUALITY_ESTIMATED, Point, Series, SeriesKey
+
+Validator = Callable[[Series], Series]
+INGEST_WHO = "ingest"
+_EMPTY: frozenset[str] = frozenset()
+_EPOCH = datetime.min.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    rows: int = 0
+    raw_stored: int = 0  # raw values new to the store (the others were exact duplicates)
+    readings_new: int = 0  # intervals the store had no value for
+    readings_versioned: int = 0  # intervals that got a new version
+    estimates_stored: int = 0  # estimated versions written from the validator's points
+
+    @property
+    def raw_duplicates(self) -> int:
+        return self.rows - self.raw_stored
+
+
+def ingest(
+    db: Store | Connection,
+    rows: Iterable[RawValue],
+    *,
+    validator: Validator | None = None,
+    who: str = INGEST_WHO,
+    reason: str = "meter data",
+    received_at: datetime | None = None,
+) -> IngestResult:
+    """Normalise, validate and store one batch (see the module docstring)."""
+    check_who(who)
+    batch = rows if isinstance(rows, Sequence) else list(rows)
+    if not batch:
+        return IngestResult()
+    stamp = bulk.Stamp(at=received_at or datetime.now(UTC), who=who, reason=reason)
+    store = db if isinstance(db, Store) else None
+    with transaction(db) as conn:
+        plan = _Batch(conn, batch, store)
+        plan.normalise()
+        plan.register_reading_types()
+        meter_rows, estimate_rows = plan.stage_rows(validator)
+        failed: list[int] = []
+        try:
+            meter = bulk.write(conn, meter_rows, SOURCE_METER, stamp, failed_row=failed)
+            estimates = bulk.write(conn, estimate_rows, SOURCE_ESTIMATED, stamp)
+        except (DBAPIError, conn.dialect.loaded_dbapi.Error) as exc:
+            # The bulk path also talks to the driver directly (COPY, executemany).
+            row = plan.stage_index[failed[0]] if failed else None
+            key = plan.describe(row) if row is not None else None
+            reason = f"the database refused the batch: {getattr(exc, 'orig', exc)}"
+            raise MdmError(ErrorCode.STORAGE, reason, row=row, key=key) from exc
+    if store is not None:
+        store.reading_type_ids.update(plan.rt_ids)
+    return IngestResult(
+        rows=len(batch),
+        raw_stored=meter.raw_stored,
+        readings_new=meter.new + estimates.new,
+        readings_versioned=meter.versioned + estimates.versioned,
+        estimates_stored=estimates.new + estimates.versioned,
+    )
+
+
+def store_points(
+    db: Store | Connection,
+    series: Iterable[Series],
+    *,
+    source: str,
+    who: str,
+    reason: str,
+    note: str | None = None,
+    at: datetime | None = None,
+) -> bulk.Counts:
+    """Store values that did not come from a meter as new versions: estimates made after
+    ingest (source ``estimated``) or manual edits (``edited``). Same versioning rules."""
+    check_who(who)
+    if source not in (SOURCE_ESTIMATED, SOURCE_EDITED):
+        raise ValueError(f"source must be {SOURCE_ESTIMATED!r} or {SOURCE_EDITED!r}")
+    stamp = bulk.Stamp(at=at or datetime.now(UTC), who=who, reason=reason, note=note)
+    with transaction(db) as conn:
+        fmt = bulk.StageFormat(conn.dialect.name)
+        items = list(series)
+        devices = device_ids(conn, [s.key.device for s in items])
+        rt_ids = ensure_reading_types(conn, [ReadingType.parse(s.key.reading_type) for s in items])
+        rows: list[tuple[Any, ...]] = []
+        seen: set[tuple[int, int, datetime]] = set()
+        for s in items:
+            if s.key.device not in devices:
+                raise MdmError(
+                    ErrorCode.UNKNOWN_DEVICE, f"no device {s.key.device!r}", key=s.key.device
+                )
+            device_id = devices[s.key.device][0]
+            rt_id = rt_ids[s.key.reading_type]
+            for p in s.points:
+                if (device_id, rt_id, p.timestamp) in seen:
+                    raise MdmError(
+                        ErrorCode.BAD_VALUE,
+                        "two values for one interval",
+                        key=_key_text(s.key.device, s.key.reading_type, p.timestamp),
+                    )
+                seen.add((device_id, rt_id, p.timestamp))
+                rows.append(_reading_only_row(fmt, device_id, rt_id, p))
+        counts = bulk.write(conn, rows, source, stamp)
+    return counts
+
+
+def _reading_only_row(
+    fmt: bulk.StageFormat, device_id: int, rt_id: int, point: Point
+) -> tuple[Any, ...]:
+    return (
+        device_id,
+        rt_id,
+        fmt.ts(point.timestamp),
+        fmt.value(point.value),
+        qualities_text(point.qualities),
+        point.status_bits,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
+
+
+def _key_text(device: str, what: str, ts: datetime | None) -> str:
+    when = ts.isoformat().replace("+00:00", "Z") if ts is not None else "?"
+    return f"device {device!r}, {what}, {when}"
+
+
+class _Group:
+    """The rows of one device and ReadingType in a batch: UTC timestamp -> row."""
+
+    __slots__ = ("channel", "device_id", "last", "mixed", "ordered", "stamps")
+
+    def __init__(self, device_id: int, channel: Channel) -> None:
+        self.device_id = device_id
+        self.channel = channel  # the first row's; rows with another are in _Batch.row_channel
+        self.mixed = False
+        self.ordered = True
+        self.last = _EPOCH
+        self.stamps: dict[datetime, int] = {}
+
+
+class _Batch:
+    """One batch on its way through normalisation and validation."""
+
+    def __init__(self, conn: Connection, rows: Sequence[RawValue], store: Store | None) -> None:
+        self.conn = conn
+        self.rows = rows
+        self.store = store
+        self.fmt = bulk.StageFormat(conn.dialect.name)
+        self.devices: dict[str, tuple[int, str]] = {}
+        self.groups: dict[tuple[int, str], _Group] = {}
+        self.channels: dict[tuple[Any, ...], Channel] = {}
+        self.row_channel: dict[int, Channel] = {}  # rows whose channel is not their group's
+        # (row, UTC) of rows whose reading another row of the batch carries
+        self.raw_only: list[tuple[int, datetime]] = []
+        self.rt_ids: dict[str, int] = {}
+        self.stage_index: list[int] = []  # staged meter row -> batch row
+
+    def fail(self, row: int, error: ErrorCode, reason: str) -> MdmError:
+        return MdmError(error, reason, row=row, key=self.describe(row))
+
+    def describe(self, row: int) -> str:
+        raw = self.rows[row]
+        time = raw.time.isoformat() if isinstance(raw.time, datetime) else repr(raw.time)
+        return f"device {raw.device!r}, {raw.source_id}, {time}"
+
+    def normalise(self) -> None:
+        """Check every row and sort it into its group; nothing is written."""
+        rows = self.rows
+        try:
+            self.devices = devices = device_ids(self.conn, [r.device for r in rows])
+        except AttributeError:
+            for index, raw in enumerate(rows):
+                if not isinstance(raw, RawValue):
+                    raise MdmError(
+                        ErrorCode.BAD_VALUE, f"{type(raw).__name__} is not a RawValue", row=index
+                    ) from None
+            raise
+        channels = self.channels
+        tasks: set[str] = set()
+        on_grid: set[tuple[datetime, int]] = set()
+        ambiguous: dict[int, Ambiguous] = {}
+        utc = UTC
+        groups = self.groups
+        last_device, last_channel, last_group = -1, None, None
+        for index, raw in enumerate(rows):
+            device = devices.get(raw.device)
+            if device is None:
+                raise self.fail(
+                    index, ErrorCode.UNKNOWN_DEVICE, f"no device {raw.device!r} is registered"
+                )
+            key = (raw.source_id, raw.interval_minutes, raw.reading_type, raw.unit, raw.scaler)
+            ch = channels.get(key)
+            if ch is None:
+                ch = channels[key] = self._channel(index, raw)
+            value = raw.value
+            status = raw.status
+            if (
+                type(value) is not int
+                or not RAW_MIN <= value <= RAW_MAX
+                or type(status) is not int
+                or not 0 <= status <= STATUS_MAX
+                or raw.source_task not in tasks
+            ):
+                self._check(index, raw, tasks)
+            time = raw.time
+            if type(time) is datetime and time.tzinfo is utc:
+                ts = time
+            else:
+                try:
+                    ts = to_utc(time, raw.dst, device[1])
+                except Ambiguous as exc:
+                    ambiguous[index] = exc
+                    continue
+                except Refused as exc:
+                    raise self.fail(index, exc.error, exc.reason) from None
+                except (AttributeError, TypeError):
+                    self._check(index, raw, tasks)
+                    raise
+            # _accept, inlined for the common case (one call per row is measurable here)
+            step = ch.step
+            if (step and (ts, step) not in on_grid) or ch.may_not_fit:
+                self._accept(index, device[0], ch, ts, value, status, on_grid)
+                continue
+            device_id = device[0]
+            if device_id == last_device and ch is last_channel:
+                group = last_group
+            else:
+                group = groups.get((device_id, ch.code))
+                if group is None or ch is not group.channel:
+                    self._accept(index, device_id, ch, ts, value, status, on_grid)
+                    continue
+                last_device, last_channel, last_group = device_id, ch, group
+            stamps = group.stamps
+            first = stamps.setdefault(ts, index)
+            if first != index:
+                self._duplicate(group, first, index, ts)
+            elif ts > group.last:
+                group.last = ts
+            else:
+                group.ordered = False
+        if ambiguous:
+            self._resolve_ambiguous(ambiguous, on_grid)
+
+    def _accept(
+        self,
+        index: int,
+        device_id: int,
+        ch: Channel,
+        ts: datetime,
+        value: int,
+        status: int,
+        on_grid: set[tuple[datetime, int]],
+    ) -> None:
+        step = ch.step
+        if step and (ts, step) not in on_grid:
+            if int(ts.timestamp()) % step or ts.microsecond:
+                raise self.fail(
+                    index,
+                    ErrorCode.BAD_DATETIME,
+                    f"{ts.isoformat()} is not on the {ch.interval} grid of {ch.code}",
+                )
+            on_grid.add((ts, step))
+        if ch.may_not_fit:
+            problem = ch.fit_problem(value)
+            if problem:
+                raise self.fail(index, ErrorCode.BAD_VALUE, problem)
+        group = self.groups.get((device_id, ch.code))
+        if group is None:
+            group = self.groups[(device_id, ch.code)] = _Group(device_id, ch)
+        elif ch is not group.channel:
+            group.mixed = True
+            self.row_channel[index] = ch
+        stamps = group.stamps
+        first = stamps.setdefault(ts, index)
+        if first != index:
+            self._duplicate(group, first, index, ts)
+        elif ts > group.last:
+            group.last = ts
+        else:
+            group.ordered = False
+
+    def channel_of(self, group: _Group, index: int) -> Channel:
+        return self.row_channel.get(index, group.channel) if group.mixed else group.channel
+
+    def _duplicate(self, group: _Group, first: int, index: int, ts: datetime) -> None:
+        a, b = self.rows[first], self.rows[index]
+        va = self.channel_of(group, first).scale(a.value)
+        vb = self.channel_of(group, index).scale(b.value)
+        if va != vb or a.status != b.status:
+            raise self.fail(
+                index,
+                ErrorCode.BAD_VALUE,
+                f"duplicate of row {first} with a different value ({vb} status {b.status} "
+                f"against {va} status {a.status})",
+            )
+        self.raw_only.append((index, ts))
+
+    def _channel(self, index: int, raw: RawValue) -> Channel:
+        try:
+            check_raw(raw)
+            return channel(
+                raw.source_id, raw.interval_minutes, raw.reading_type, raw.unit, raw.scaler
+            )
+        except Refused as exc:
+            raise self.fail(index, exc.error, exc.reason) from None
+        except TypeError as exc:
+            raise self.fail(index, ErrorCode.BAD_VALUE, str(exc)) from None
+
+    def _check(self, index: int, raw: RawValue, tasks: set[str]) -> None:
+        try:
+            check_raw(raw)
+        except Refused as exc:
+            raise self.fail(index, exc.error, exc.reason) from None
+        tasks.add(raw.source_task)
+
+    def _resolve_ambiguous(
+        self, ambiguous: dict[int, Ambiguous], on_grid: set[tuple[datetime, int]]
+    ) -> None:
+        """Second pass over the channels that have repeated-hour wall times."""
+        affected = {(self.rows[i].device, self.rows[i].source_id) for i in ambiguous}
+        by_channel: dict[tuple[str, str], list[tuple[int, datetime | Ambiguous]]] = defaultdict(
+            list
+        )
+        for index, raw in enumerate(self.rows):
+            ident = (raw.device, raw.source_id)
+            if ident in affected:
+                if index in ambiguous:
+                    by_channel[ident].append((index, ambiguous[index]))
+                else:
+                    tz = self.devices[raw.device][1]
+                    by_channel[ident].append((index, to_utc(raw.time, raw.dst, tz)))
+
+        def fail(row: int, reason: str) -> MdmError:
+            return self.fail(row, ErrorCode.BAD_DATETIME, reason)
+
+        for items in by_channel.values():
+            for index, ts in sorted(resolve_repeated_hour(items, fail).items()):
+                raw = self.rows[index]
+                key = (raw.source_id, raw.interval_minutes, raw.reading_type, raw.unit, raw.scaler)
+                device_id = self.devices[raw.device][0]
+                self._accept(
+                    index, device_id, self.channels[key], ts, raw.value, raw.status, on_grid
+                )
+
+    def register_reading_types(self) -> None:
+        types = {ch.code: ch.reading_type for ch in self.channels.values()}
+        known = self.store.reading_type_ids if self.store is not None else None
+        self.rt_ids = ensure_reading_types(self.conn, types.values(), known)
+
+    def stage_rows(
+        self, validator: Validator | None
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """The meter values (with their raw values) and the validator's estimates."""
+        meter: list[tuple[Any, ...]] = []
+        estimates: list[tuple[Any, ...]] = []
+        stage_index = self.stage_index
+        rows = self.rows
+        fmt = self.fmt
+        native = fmt.native
+        fmt_ts, fmt_value, empty = fmt.ts, fmt.value, fmt.empty_text
+        mrid_of = {id_: mrid for mrid, (id_, _) in self.devices.items()}
+        no_qualities = _EMPTY
+        for (device_id, code), group in sorted(self.groups.items()):
+            items = list(group.stamps.items())
+            if not group.ordered:
+                items.sort(key=_first)
+            rt_id = self.rt_ids[code]
+            ch = group.channel
+            if group.mixed:
+                values = [self.channel_of(group, i).scale(rows[i].value) for _, i in items]
+            elif ch.exponent:
+                e = ch.exponent
+                values = [Decimal(rows[i].value).scaleb(e) for _, i in items]
+            else:
+                values = [Decimal(rows[i].value) for _, i in items]
+            qualities: list[str | None] | None = None
+            if validator is not None:
+                points = [
+                    Point(ts, value, no_qualities, rows[i].status)
+                    for (ts, i), value in zip(items, values, strict=True)
+                ]
+                qualities = self._validate(
+                    validator,
+                    Series(SeriesKey(mrid_of[device_id], code), points, ch.interval),
+                    device_id,
+                    rt_id,
+                    estimates,
+                )
+            if native:
+                stamps_out: list[Any] = [ts for ts, _ in items]
+                values_out: list[Any] = values
+            else:
+                stamps_out = [fmt_ts(ts) for ts, _ in items]
+                values_out = [fmt_value(v) for v in values]
+            if qualities is None:
+                qualities = [None] * len(items)
+            for (ts, index), ts_out, value_out, quality in zip(
+                items, stamps_out, values_out, qualities, strict=True
+            ):
+                raw = rows[index]
+                time = raw.time
+                dst = raw.dst
+                meter.append(
+                    (
+                        device_id,
+                        rt_id,
+                        ts_out,
+                        value_out,
+                        quality,
+                        raw.status,
+                        raw.source_id,
+                        raw.value,
+                        raw.scaler,
+                        raw.unit or empty,
+                        raw.source_task or empty,
+                        None if time is ts else time.isoformat(),
+                        None if dst is None else int(dst),
+                    )
+                )
+                stage_index.append(index)
+        for index, ts in self.raw_only:
+            raw = rows[index]
+            time = raw.time
+            dst = raw.dst
+            meter.append(
+                (
+                    self.devices[raw.device][0],
+                    None,
+                    fmt_ts(ts),
+                    None,
+                    None,
+                    raw.status,
+                    raw.source_id,
+                    raw.value,
+                    raw.scaler,
+                    raw.unit or empty,
+                    raw.source_task or empty,
+                    None if time is ts else time.isoformat(),
+                    None if dst is None else int(dst),
+                )
+            )
+            stage_index.append(index)
+        return meter, estimates
+
+    def _validate(
+        self,
+        validator: Validator,
+        series: Series,
+        device_id: int,
+        rt_id: int,
+        estimates: list[tuple[Any, ...]],
+    ) -> list[str | None] | None:
+        """Quality codes of the series' points (None: none anywhere); estimates appended."""
+        points = series.points
+        result = validator(series)
+        if result is series or (result.points is points):
+            return None
+        key = series.key
+        interval = series.interval
+        step = int(interval.total_seconds()) if interval is not None else 0
+        out: list[str | None] = []
+        position = 0
+        seen_estimates: set[datetime] = set()
+        for p in result.points:
+            if QUALITY_ESTIMATED in p.qualities:
+                if p.timestamp in seen_estimates:
+                    raise _contract(key, p, "two estimates for one interval")
+                if step and (int(p.timestamp.timestamp()) % step or p.timestamp.microsecond):
+                    raise _contract(key, p, f"estimate off the {interval} grid")
+                seen_estimates.add(p.timestamp)
+                estimates.append(_reading_only_row(self.fmt, device_id, rt_id, p))
+                continue
+            if position >= len(points):
+                raise _contract(key, p, "a point that was not sent (and is not estimated)")
+            sent = points[position]
+            if p is not sent and (
+                p.timestamp != sent.timestamp
+                or p.value != sent.value
+                or p.status_bits != sent.status_bits
+            ):
+                raise _contract(
+                    key,
+                    p,
+                    "changed or reordered a meter value "
+                    f"(sent {sent.value} at {sent.timestamp.isoformat()})",
+                )
+            out.append(qualities_text(p.qualities))
+            position += 1
+        if position != len(points):
+            raise MdmError(
+                ErrorCode.INTERNAL,
+                f"the validator dropped {len(points) - position} meter value(s)",
+                key=f"device {key.device!r}, {key.reading_type}",
+            )
+        return out
+
+
+def _contract(key: SeriesKey, point: Point, problem: str) -> MdmError:
+    return MdmError(
+        ErrorCode.INTERNAL,
+        f"the validator broke its contract: {problem}",
+        key=_key_text(key.device, key.reading_type, point.timestamp),
+    )
+
+
+def _first(item: tuple[datetime, Any, int]) -> datetime:
+    return item[0]

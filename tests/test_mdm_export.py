@@ -1,0 +1,201 @@
+"""Exports from a store (SQLite, PostgreSQL): CIM MeterReadings parse back to the stored
+values; CSV and JSON carry exact decimals."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal as D
+
+import pytest
+from mdm_conftest import postgres_store
+
+from cim.meter_readings_stream import iter_meter_readings
+from cim.validation import validate_bytes
+from mdm.database import Store, open_store
+from mdm.devices import Device, create_devices
+from mdm.export import export_cim, export_csv, export_json
+from mdm.ingest import ingest, store_points
+from mdm.normalise import RawValue
+from mdm.readings import read
+from mdm.series import Point, Series, SeriesKey
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+QH = timedelta(minutes=15)
+INTERVAL = "0.0.2.4.1.1.12.0.0.0.0.0.0.0.0.3.72.0"
+REGISTER = "0.0.0.1.1.1.12.0.0.0.0.0.0.0.0.3.72.0"
+WINDOW = (T0, T0 + timedelta(hours=2))
+INGESTED = T0 + timedelta(hours=3)
+ODD = 'meter "7", ä\\b'  # JSON and CSV must quote and escape it
+ESTIMATED = T0 + timedelta(hours=4)
+
+
+def _stores(request: pytest.FixtureRequest) -> Iterator[Store]:
+    """One empty migrated store: SQLite in memory, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        db = open_store("sqlite://")
+        try:
+            yield db
+        finally:
+            db.close()
+    else:
+        yield from postgres_store(request.getfixturevalue("postgres_url"))
+
+
+DATABASES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.services)]
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def store(request):
+    for db in _stores(request):
+        yield _populated(db)
+
+
+def _populated(db: Store) -> Store:
+    create_devices(db, [Device("m1"), Device("m2"), Device(ODD)], who="test")
+    rows = [
+        RawValue(
+            device, "1-0:1.8.0", T0 + QH * (k + 1), 1000 * k + 7 * n, "Wh", interval_minutes=15
+        )
+        for n, device in enumerate(["m1", "m2"])
+        for k in range(8)
+        if not (device == "m2" and k == 5)
+    ]
+    rows += [
+        RawValue(d, "1-0:1.8.0", T0 + timedelta(hours=1), 123456789, "Wh", scaler=-1)
+        for d in ("m1", "m2")
+    ]
+    rows.append(RawValue(ODD, "1-0:1.8.0", T0 + QH, 5, "Wh", interval_minutes=15))
+    ingest(db, rows, who="test", received_at=INGESTED)
+    estimate = Point(T0 + QH * 6, D("5.125"), frozenset({"2.8.0"}))
+    nulled = Point(T0 + QH * 3, None, frozenset({"2.8.0", "2.5.259"}))
+    store_points(
+        db,
+        [Series(SeriesKey("m2", INTERVAL), [nulled, estimate], QH)],
+        source="estimated",
+        who="vee",
+        reason="test",
+        at=ESTIMATED,
+    )
+    assert {s.key.reading_type for s in read(db, ["m1"], [INTERVAL, REGISTER], *WINDOW)} == {
+        INTERVAL,
+        REGISTER,
+    }
+    return db
+
+
+def stored(store):
+    return {
+        (s.key.device, s.key.reading_type, p.timestamp): (p.value, p.qualities)
+        for s in read(store, ["m1", "m2"], [INTERVAL, REGISTER], *WINDOW)
+        for p in s.points
+    }
+
+
+def test_cim_export_parses_back_to_the_stored_values(store):
+    out = io.BytesIO()
+    count = export_cim(store, out, ["m1", "m2"], [INTERVAL, REGISTER], *WINDOW)
+    expected = stored(store)
+    assert count == len(expected) == 8 + 8 + 1 + 1  # m2: 7 sent, 1 gap estimated
+    assert validate_bytes(out.getvalue()) == []
+    out.seek(0)
+    got = {}
+    for mr in iter_meter_readings(out):
+        for block in mr.interval_blocks:
+            for r in block.readings:
+                got[(mr.meter_key, block.reading_type, r.timestamp)] = (
+                    r.value,
+                    frozenset(q.quality_type for q in r.qualities),
+                )
+        for r in mr.readings:
+            got[(mr.meter_key, r.reading_type, r.timestamp)] = (
+                r.value,
+                frozenset(q.quality_type for q in r.qualities),
+            )
+    assert got == expected
+    assert got[("m2", INTERVAL, T0 + QH * 3)] == (None, {"2.8.0", "2.5.259"})
+    assert got[("m1", REGISTER, T0 + timedelta(hours=1))][0] == D("12345.6789")
+
+
+def test_cim_export_inside_an_event_message(store):
+    out = io.BytesIO()
+    export_cim(store, out, ["m1"], [INTERVAL], *WINDOW, message_id="abc", source="OpenHES")
+    text = out.getvalue()
+    assert b"<EventMessage" in text and b"<MessageID>abc</MessageID>" in text
+    assert validate_bytes(text) == []
+
+
+def test_csv_export_is_exact(store):
+    out = io.StringIO(newline="")
+    count = export_csv(store, out, ["m1", "m2"], [INTERVAL], *WINDOW)
+    out.seek(0)
+    rows = list(csv.DictReader(out))
+    assert count == len(rows) == 8 + 8
+    first = rows[0]
+    assert first == {
+        "device": "m1",
+        "reading_type": INTERVAL,
+        "timestamp": "2026-01-01T00:15:00Z",
+        "value": "0.000000000",
+        "qualities": "",
+        "status": "0",
+    }
+    values = {(r["device"], r["timestamp"]): r for r in rows}
+    assert D(values[("m2", "2026-01-01T01:30:00Z")]["value"]) == D("5.125")
+    assert values[("m2", "2026-01-01T01:30:00Z")]["qualities"] == "2.8.0"
+    assert values[("m2", "2026-01-01T00:45:00Z")]["value"] == ""
+    assert D(values[("m1", "2026-01-01T02:00:00Z")]["value"]) == D("7.000")
+
+
+@pytest.mark.parametrize("lines", [True, False])
+def test_json_export_lines_and_array(store, lines):
+    out = io.StringIO()
+    count = export_json(store, out, ["m2"], [INTERVAL], *WINDOW, lines=lines)
+    text = out.getvalue()
+    items = [json.loads(line) for line in text.splitlines()] if lines else json.loads(text)
+    assert count == len(items) == 8
+    by_time = {i["timestamp"]: i for i in items}
+    assert by_time["2026-01-01T00:30:00Z"]["value"] == "1.007000000"
+    assert by_time["2026-01-01T00:45:00Z"]["value"] is None
+    assert by_time["2026-01-01T00:45:00Z"]["qualities"] == ["2.5.259", "2.8.0"]
+
+
+def test_empty_exports(store):
+    out = io.StringIO()
+    assert export_json(store, out, ["m1"], [INTERVAL], T0, T0, lines=False) == 0
+    assert json.loads(out.getvalue()) == []
+    raw = io.BytesIO()
+    assert export_cim(store, raw, ["m1"], [INTERVAL], T0, T0) == 0
+    assert validate_bytes(raw.getvalue()) == []
+
+
+def test_as_of_export_shows_the_meter_value_before_the_estimate(store):
+    def values(as_of):
+        out = io.StringIO()
+        export_json(store, out, ["m2"], [INTERVAL], *WINDOW, as_of=as_of)
+        return {i["timestamp"]: i["value"] for i in map(json.loads, out.getvalue().splitlines())}
+
+    before = values(INGESTED + timedelta(minutes=30))
+    after = values(ESTIMATED + timedelta(minutes=30))
+    assert len(before) == 7 and len(after) == 8
+    assert before["2026-01-01T00:45:00Z"] == "2.007000000"
+    assert after["2026-01-01T00:45:00Z"] is None
+    assert values(T0) == {}
+
+
+def test_awkward_device_ids_are_quoted(store):
+    text = io.StringIO()
+    export_json(store, text, [ODD], [INTERVAL], *WINDOW)
+    (item,) = map(json.loads, text.getvalue().splitlines())
+    assert item["device"] == ODD and item["value"] == "0.005000000"
+    table = io.StringIO(newline="")
+    export_csv(store, table, [ODD], [INTERVAL], *WINDOW)
+    table.seek(0)
+    assert [row["device"] for row in csv.DictReader(table)] == [ODD]
+    raw = io.BytesIO()
+    export_cim(store, raw, [ODD], [INTERVAL], *WINDOW)
+    raw.seek(0)
+    assert [mr.meter_key for mr in iter_meter_readings(raw)] == [ODD]
