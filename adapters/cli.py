@@ -214,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail("interrupted", 130)
     except CimError as error:
         return _fail(f"[{error.code}] {error.reason}")
-    except OSError as error:
+    except (OSError, ValueError) as error:  # files, and configuration from the environment
         return _fail(str(error))
 
 

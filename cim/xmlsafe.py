@@ -9,7 +9,7 @@ documented code; no lxml exception escapes this module.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO, BinaryIO
 
@@ -28,15 +28,25 @@ class XmlLimits:
     max_depth: int = 64
 
     @classmethod
-    def from_env(cls) -> XmlLimits:
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> XmlLimits:
         default = cls()
         return cls(
-            max_bytes=int(os.environ.get("OPENHES_XML_MAX_BYTES", default.max_bytes)),
-            max_depth=int(os.environ.get("OPENHES_XML_MAX_DEPTH", default.max_depth)),
+            max_bytes=_positive_int(environ, "OPENHES_XML_MAX_BYTES", default.max_bytes),
+            max_depth=_positive_int(environ, "OPENHES_XML_MAX_DEPTH", default.max_depth),
         )
 
 
-DEFAULT_LIMITS = XmlLimits()
+def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    text = environ.get(name)
+    if text is None or not text.strip():
+        return default
+    if not text.strip().isdigit() or int(text) < 1:
+        # A misconfigured limit must not silently fall back to another value.
+        raise ValueError(f"{name} must be a positive whole number, not {text!r}")
+    return int(text)
+
+
+DEFAULT_LIMITS = XmlLimits.from_env()
 
 _PARSER_OPTIONS = dict(
     resolve_entities=False,

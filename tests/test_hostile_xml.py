@@ -281,3 +281,12 @@ def test_streaming_size_cap() -> None:
     with pytest.raises(CimError) as info:
         list(iterparse_safe(io.BytesIO(data), limits=XmlLimits(max_bytes=4096)))
     assert info.value.error is ErrorCode.TOO_LARGE
+
+
+def test_limits_from_the_environment() -> None:
+    limits = XmlLimits.from_env({"OPENHES_XML_MAX_BYTES": "1000", "OPENHES_XML_MAX_DEPTH": "8"})
+    assert limits == XmlLimits(max_bytes=1000, max_depth=8)
+    assert XmlLimits.from_env({}) == XmlLimits()
+    for bad in ("0", "-5", "lots", "1e6"):
+        with pytest.raises(ValueError, match="OPENHES_XML_MAX_BYTES"):
+            XmlLimits.from_env({"OPENHES_XML_MAX_BYTES": bad})
