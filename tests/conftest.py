@@ -10,10 +10,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "cim-fixtures"
-if not FIXTURES.is_dir():
-    FIXTURES = Path("/work/shared/cim-fixtures")
+from cim_noun_helpers import FIXTURES
 
 
 def _in_ci() -> bool:

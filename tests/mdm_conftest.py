@@ -33,9 +33,10 @@ def postgres_store(url: str) -> Iterator[Store]:
         admin.dispose()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.services)])
-def store(request: pytest.FixtureRequest) -> Iterator[Store]:
-    if request.param == "sqlite":
+def open_test_store(kind: str, request: pytest.FixtureRequest) -> Iterator[Store]:
+    """One empty migrated store: SQLite in memory for ``kind`` "sqlite", otherwise a fresh
+    PostgreSQL schema (at ``postgres_url``)."""
+    if kind == "sqlite":
         db = open_store("sqlite://")
         try:
             yield db
@@ -43,6 +44,15 @@ def store(request: pytest.FixtureRequest) -> Iterator[Store]:
             db.close()
     else:
         yield from postgres_store(request.getfixturevalue("postgres_url"))
+
+
+# Params for a test module's own module-scoped store fixture, filled once per database.
+DATABASES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.services)]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.services)])
+def store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    yield from open_test_store(request.param, request)
 
 
 @pytest.fixture

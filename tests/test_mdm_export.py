@@ -6,16 +6,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 
 import pytest
-from mdm_conftest import postgres_store
+from mdm_conftest import DATABASES, open_test_store
 
 from cim.meter_readings_stream import iter_meter_readings
 from cim.validation import validate_bytes
-from mdm.database import Store, open_store
+from mdm.database import Store
 from mdm.devices import Device, create_devices
 from mdm.export import export_cim, export_csv, export_json
 from mdm.ingest import ingest, store_points
@@ -33,24 +32,9 @@ ODD = 'meter "7", ä\\b'  # JSON and CSV must quote and escape it
 ESTIMATED = T0 + timedelta(hours=4)
 
 
-def _stores(request: pytest.FixtureRequest) -> Iterator[Store]:
-    """One empty migrated store: SQLite in memory, or a fresh PostgreSQL schema."""
-    if request.param == "sqlite":
-        db = open_store("sqlite://")
-        try:
-            yield db
-        finally:
-            db.close()
-    else:
-        yield from postgres_store(request.getfixturevalue("postgres_url"))
-
-
-DATABASES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.services)]
-
-
 @pytest.fixture(scope="module", params=DATABASES)
 def store(request):
-    for db in _stores(request):
+    for db in open_test_store(request.param, request):
         yield _populated(db)
 
 

@@ -3,15 +3,14 @@ devices; the statements compile for Oracle too."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal as D
 
 import pytest
-from mdm_conftest import postgres_store
+from mdm_conftest import DATABASES, open_test_store
 from sqlalchemy.dialects import oracle, postgresql, sqlite
 
-from mdm.database import Store, open_store
+from mdm.database import Store
 from mdm.devices import Device, create_devices
 from mdm.ingest import ingest, store_points
 from mdm.kpi import (
@@ -34,24 +33,9 @@ def raw(device, ts, value=100):
     return RawValue(device, "1-0:1.8.0", ts, value, "Wh", interval_minutes=15)
 
 
-def _stores(request: pytest.FixtureRequest) -> Iterator[Store]:
-    """One empty migrated store: SQLite in memory, or a fresh PostgreSQL schema."""
-    if request.param == "sqlite":
-        db = open_store("sqlite://")
-        try:
-            yield db
-        finally:
-            db.close()
-    else:
-        yield from postgres_store(request.getfixturevalue("postgres_url"))
-
-
-DATABASES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.services)]
-
-
 @pytest.fixture(scope="module", params=DATABASES)
 def store(request):
-    for db in _stores(request):
+    for db in open_test_store(request.param, request):
         yield _populated(db)
 
 

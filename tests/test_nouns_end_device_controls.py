@@ -3,15 +3,15 @@ refusals with the right code, tolerance of vendor elements."""
 
 from __future__ import annotations
 
-import functools
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
-from pathlib import Path
+from functools import partial
 
+import cim_noun_helpers as helpers
 import pytest
+from cim_noun_helpers import FIXTURES, assert_valid, document, ours, samples_declaring
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from lxml import etree
 
 from cim.end_device_controls import (
     NOUN,
@@ -34,45 +34,17 @@ from cim.model import DateTimeInterval, Name, ObjectRef
 from cim.xmlsafe import parse_bytes, parse_file
 from cim.xmltools import ReadReport
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "cim-fixtures"
-if not FIXTURES.is_dir():
-    FIXTURES = Path("/work/shared/cim-fixtures")
-SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 CONNEXO_XSD = FIXTURES / "connexo/outbound/enddevicecontrols/xsd/EndDeviceControls.xsd"
 CIM4_XSD = FIXTURES / "r0ckflite-cim4/wsdl/xsd/EndDeviceControls.xsd"
 OPENWMS_XSD = FIXTURES / "openwms-epri/61968-9/wsdl/xsd/EndDeviceControls.xsd"
-OURS_XSD = SCHEMAS / "EndDeviceControls.xsd"
+OURS_XSD = ours(NOUN)
 NS = "http://iec.ch/TC57/2011/EndDeviceControls#"
 
-
-@functools.cache
-def _schema(path: Path) -> etree.XMLSchema:
-    return etree.XMLSchema(etree.parse(str(path)))
-
-
-def assert_valid(element: etree._Element, *paths: Path) -> None:
-    for path in paths:
-        if not path.is_file():
-            continue  # ours are written by another helper; the public ones are fixtures
-        schema = _schema(path)
-        assert schema.validate(element), f"{path.name}: {schema.error_log}"
-
-
-def round_trip(model: EndDeviceControls) -> tuple[EndDeviceControls, ReadReport]:
-    data = etree.tostring(build_end_device_controls(model), encoding="UTF-8")
-    report = ReadReport()
-    return read_end_device_controls(parse_bytes(data), report), report
-
-
-def read_text(xml: str) -> tuple[EndDeviceControls, ReadReport]:
-    report = ReadReport()
-    return read_end_device_controls(parse_bytes(xml.encode()), report), report
-
-
-def refused(xml: str) -> CimError:
-    with pytest.raises(CimError) as info:
-        read_text(xml)
-    return info.value
+round_trip = partial(
+    helpers.round_trip, build=build_end_device_controls, read=read_end_device_controls
+)
+read_text = partial(helpers.read_text, read=read_end_device_controls)
+refused = partial(helpers.refused, read=read_end_device_controls)
 
 
 # --- examples ----------------------------------------------------------------------------
@@ -184,39 +156,19 @@ def test_plain_end_devices_read_back_as_object_refs() -> None:
 
 # --- hypothesis --------------------------------------------------------------------------
 
-text = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs", "Cc", "Cn"), blacklist_characters="\r"),
-    min_size=1,
-    max_size=10,
-).filter(lambda s: s == s.strip())
+text = helpers.texts()
 opt_text = st.none() | text
-moments = st.builds(
-    lambda d, tz: d.replace(tzinfo=tz),
-    st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2100, 1, 1)),
-    st.sampled_from([None, UTC, UTC2, timezone(timedelta(hours=-5, minutes=-30))]),
-)
+moments = helpers.moments(UTC2)
 opt_moment = st.none() | moments
-intervals = st.builds(DateTimeInterval, opt_moment, opt_moment)
+intervals = helpers.intervals(moments)
 numbers = st.none() | st.decimals(
     min_value=-(10**6), max_value=10**6, places=3, allow_nan=False, allow_infinity=False
 )
 ints = st.none() | st.integers(-(10**9), 10**9)
 bools = st.none() | st.booleans()
 codes = st.tuples(*[st.integers(0, 300)] * 4).map(lambda t: ".".join(map(str, t)))
-
-
-@st.composite
-def names(draw) -> Name:
-    name = draw(text)
-    if draw(st.booleans()):
-        return Name(name)
-    if draw(st.booleans()):
-        return Name(name, draw(text), draw(opt_text))
-    return Name(name, draw(text), draw(opt_text), draw(text), draw(opt_text))
-
-
-name_tuples = st.lists(names(), max_size=2).map(tuple)
-refs = st.builds(ObjectRef, opt_text, name_tuples)
+name_tuples = helpers.name_tuples(text)
+refs = helpers.refs(text)
 pan_devices = st.builds(
     EndDeviceRef,
     mrid=opt_text,
@@ -312,7 +264,7 @@ controls = st.builds(
 )
 type_infos = st.builds(
     EndDeviceTypeInfo,
-    names=st.lists(names(), min_size=1, max_size=2).map(tuple),
+    names=st.lists(helpers.names(text), min_size=1, max_size=2).map(tuple),
     mrid=st.none() | codes,
     domain=opt_text,
     event_or_action=opt_text,
@@ -378,23 +330,11 @@ NO_PAYLOAD = {
     "openwms-epri/soapui-extracted/MeterConnect-AMI-1/resp_Response_1.xml",
     "openwms-epri/soapui-extracted/MeterConnect_MDMS-4/resp_Response_1.xml",
 }
-
-
-def payloads(root: etree._Element) -> list[etree._Element]:
-    return root.xpath(
-        "//*[local-name()=$noun and contains(namespace-uri(), $suffix)]",
-        noun=NOUN,
-        suffix=f"/{NOUN}#",
-    )
+payloads = partial(helpers.payloads, noun=NOUN)
 
 
 def test_every_sample_is_listed() -> None:
-    found = {
-        path.relative_to(FIXTURES).as_posix()
-        for path in FIXTURES.rglob("*.xml")
-        if b"/EndDeviceControls#" in path.read_bytes()
-    }
-    assert found == set(SAMPLES) | NO_PAYLOAD
+    assert samples_declaring(NOUN) == set(SAMPLES) | NO_PAYLOAD
 
 
 @pytest.mark.parametrize("name", sorted(NO_PAYLOAD))
@@ -433,10 +373,7 @@ def test_epri_sample_with_a_code_reads() -> None:
 
 
 def _doc(control_body: str, ns: str = NS, extra: str = "") -> str:
-    return (
-        f'<EndDeviceControls xmlns="{ns}"><EndDeviceControl>{control_body}</EndDeviceControl>'
-        f"{extra}</EndDeviceControls>"
-    )
+    return document(NOUN, f"<EndDeviceControl>{control_body}</EndDeviceControl>{extra}", ns)
 
 
 TYPE = '<EndDeviceControlType ref="3.31.0.23"/>'

@@ -3,14 +3,14 @@ refusals with the right code, tolerance of vendor elements."""
 
 from __future__ import annotations
 
-import functools
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
+from functools import partial
 
+import cim_noun_helpers as helpers
 import pytest
+from cim_noun_helpers import FIXTURES, assert_valid, document, ours, samples_declaring
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from lxml import etree
 
 from cim.errors import CimError, ErrorCode
 from cim.get_meter_readings import (
@@ -23,52 +23,24 @@ from cim.get_meter_readings import (
     read_get_meter_readings,
 )
 from cim.model import DateTimeInterval, Name, ObjectRef
-from cim.xmlsafe import parse_bytes, parse_file
+from cim.xmlsafe import parse_file
 from cim.xmltools import ReadReport
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "cim-fixtures"
-if not FIXTURES.is_dir():
-    FIXTURES = Path("/work/shared/cim-fixtures")
-SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 CONNEXO_XSD = FIXTURES / "connexo/outbound/meterreadings/xsd/GetMeterReadings.xsd"
-OURS_XSD = SCHEMAS / "GetMeterReadings.xsd"
+OURS_XSD = ours(NOUN)
 NS = "http://iec.ch/TC57/2011/GetMeterReadings#"
 KWH_15MIN = "0.0.2.4.1.1.12.0.0.0.0.0.0.0.0.3.72.0"
 KWH_DAILY = "11.0.0.4.1.1.12.0.0.0.0.0.0.0.0.3.72.0"
 
-
-@functools.cache
-def _schema(path: Path) -> etree.XMLSchema:
-    return etree.XMLSchema(etree.parse(str(path)))
-
-
-def assert_valid(element: etree._Element, *paths: Path) -> None:
-    for path in paths:
-        if not path.is_file():
-            continue  # ours are written by another helper; the public ones are fixtures
-        schema = _schema(path)
-        assert schema.validate(element), f"{path.name}: {schema.error_log}"
-
-
-def round_trip(model: GetMeterReadings) -> tuple[GetMeterReadings, ReadReport]:
-    data = etree.tostring(build_get_meter_readings(model), encoding="UTF-8")
-    report = ReadReport()
-    return read_get_meter_readings(parse_bytes(data), report), report
-
-
-def read_text(xml: str) -> tuple[GetMeterReadings, ReadReport]:
-    report = ReadReport()
-    return read_get_meter_readings(parse_bytes(xml.encode()), report), report
-
-
-def refused(xml: str) -> CimError:
-    with pytest.raises(CimError) as info:
-        read_text(xml)
-    return info.value
+round_trip = partial(
+    helpers.round_trip, build=build_get_meter_readings, read=read_get_meter_readings
+)
+read_text = partial(helpers.read_text, read=read_get_meter_readings)
+refused = partial(helpers.refused, read=read_get_meter_readings)
 
 
 def _doc(body: str, ns: str = NS) -> str:
-    return f'<GetMeterReadings xmlns="{ns}">{body}</GetMeterReadings>'
+    return document(NOUN, body, ns)
 
 
 # --- examples ----------------------------------------------------------------------------
@@ -131,18 +103,10 @@ def test_vendor_reading_type_code_is_kept_with_a_warning() -> None:
 
 # --- hypothesis --------------------------------------------------------------------------
 
-text = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs", "Cc", "Cn"), blacklist_characters="\r"),
-    min_size=1,
-    max_size=10,
-).filter(lambda s: s == s.strip())
+text = helpers.texts()
 opt_text = st.none() | text
-moments = st.builds(
-    lambda d, tz: d.replace(tzinfo=tz),
-    st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2100, 1, 1)),
-    st.sampled_from([None, UTC, UTC3, timezone(timedelta(hours=-5, minutes=-30))]),
-)
-intervals = st.builds(DateTimeInterval, st.none() | moments, st.none() | moments)
+moments = helpers.moments(UTC3)
+intervals = helpers.intervals(moments)
 reading_type_codes = st.sampled_from(
     [
         KWH_15MIN,
@@ -153,20 +117,8 @@ reading_type_codes = st.sampled_from(
     ]
 )
 reasons = st.none() | st.sampled_from(["billing", "demandReset", "inquiry", "moveOut"])
-
-
-@st.composite
-def names(draw) -> Name:
-    name = draw(text)
-    if draw(st.booleans()):
-        return Name(name)
-    if draw(st.booleans()):
-        return Name(name, draw(text), draw(opt_text))
-    return Name(name, draw(text), draw(opt_text), draw(text), draw(opt_text))
-
-
-name_tuples = st.lists(names(), max_size=2).map(tuple)
-refs = st.builds(ObjectRef, opt_text, name_tuples)
+name_tuples = helpers.name_tuples(text)
+refs = helpers.refs(text)
 reading_type_refs = st.builds(ObjectRef, st.none() | reading_type_codes, name_tuples)
 event_codes = st.tuples(*[st.integers(0, 300)] * 4).map(lambda t: ".".join(map(str, t)))
 queries = st.builds(
@@ -213,23 +165,11 @@ def test_hypothesis_round_trip(query: GetMeterReadings) -> None:
 SAMPLES: dict[str, tuple[ErrorCode | None, str]] = {
     "connexo/samples/coko/meterreadings/GetUsagePointReadingsRequest.xml": (None, "valid"),
 }
-
-
-def payloads(root: etree._Element) -> list[etree._Element]:
-    return root.xpath(
-        "//*[local-name()=$noun and contains(namespace-uri(), $suffix)]",
-        noun=NOUN,
-        suffix=f"/{NOUN}#",
-    )
+payloads = partial(helpers.payloads, noun=NOUN)
 
 
 def test_every_sample_is_listed() -> None:
-    found = {
-        path.relative_to(FIXTURES).as_posix()
-        for path in FIXTURES.rglob("*.xml")
-        if b"/GetMeterReadings#" in path.read_bytes()
-    }
-    assert found == set(SAMPLES)
+    assert samples_declaring(NOUN) == set(SAMPLES)
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLES))

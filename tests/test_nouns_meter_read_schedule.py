@@ -3,16 +3,16 @@ refusals with the right code, tolerance of vendor elements."""
 
 from __future__ import annotations
 
-import functools
 import re
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
-from pathlib import Path
+from functools import partial
 
+import cim_noun_helpers as helpers
 import pytest
+from cim_noun_helpers import FIXTURES, assert_valid, document, ours, samples_declaring
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from lxml import etree
 
 from cim.errors import CimError, ErrorCode
 from cim.meter_read_schedule import (
@@ -27,48 +27,20 @@ from cim.model import DateTimeInterval, Name, ObjectRef
 from cim.xmlsafe import parse_bytes, parse_file
 from cim.xmltools import ReadReport
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "cim-fixtures"
-if not FIXTURES.is_dir():
-    FIXTURES = Path("/work/shared/cim-fixtures")
-SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 EPRI_XSD = FIXTURES / "openwms-epri/61968-9/wsdl/xsd/MeterReadSchedule.xsd"
-OURS_XSD = SCHEMAS / "MeterReadSchedule.xsd"
+OURS_XSD = ours(NOUN)
 NS = "http://iec.ch/TC57/2011/MeterReadSchedule#"
 KWH_15MIN = "0.0.2.4.1.1.12.0.0.0.0.0.0.0.0.3.72.0"
 
-
-@functools.cache
-def _schema(path: Path) -> etree.XMLSchema:
-    return etree.XMLSchema(etree.parse(str(path)))
-
-
-def assert_valid(element: etree._Element, *paths: Path) -> None:
-    for path in paths:
-        if not path.is_file():
-            continue  # ours are written by another helper; the public one is a fixture
-        schema = _schema(path)
-        assert schema.validate(element), f"{path.name}: {schema.error_log}"
-
-
-def round_trip(model: MeterReadSchedule) -> tuple[MeterReadSchedule, ReadReport]:
-    data = etree.tostring(build_meter_read_schedule(model), encoding="UTF-8")
-    report = ReadReport()
-    return read_meter_read_schedule(parse_bytes(data), report), report
-
-
-def read_text(xml: str) -> tuple[MeterReadSchedule, ReadReport]:
-    report = ReadReport()
-    return read_meter_read_schedule(parse_bytes(xml.encode()), report), report
-
-
-def refused(xml: str) -> CimError:
-    with pytest.raises(CimError) as info:
-        read_text(xml)
-    return info.value
+round_trip = partial(
+    helpers.round_trip, build=build_meter_read_schedule, read=read_meter_read_schedule
+)
+read_text = partial(helpers.read_text, read=read_meter_read_schedule)
+refused = partial(helpers.refused, read=read_meter_read_schedule)
 
 
 def _doc(body: str, ns: str = NS) -> str:
-    return f'<MeterReadSchedule xmlns="{ns}">{body}</MeterReadSchedule>'
+    return document(NOUN, body, ns)
 
 
 # --- examples ----------------------------------------------------------------------------
@@ -122,35 +94,15 @@ def test_end_device_needs_mrid_to_be_built() -> None:
 
 # --- hypothesis --------------------------------------------------------------------------
 
-text = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs", "Cc", "Cn"), blacklist_characters="\r"),
-    min_size=1,
-    max_size=10,
-).filter(lambda s: s == s.strip())
+text = helpers.texts()
 opt_text = st.none() | text
-moments = st.builds(
-    lambda d, tz: d.replace(tzinfo=tz),
-    st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2100, 1, 1)),
-    st.sampled_from([None, UTC, UTC2, timezone(timedelta(hours=-5, minutes=-30))]),
-)
-intervals = st.builds(DateTimeInterval, st.none() | moments, st.none() | moments)
+moments = helpers.moments(UTC2)
+intervals = helpers.intervals(moments)
 seconds = st.none() | st.decimals(
     min_value=-(10**7), max_value=10**7, places=2, allow_nan=False, allow_infinity=False
 )
-
-
-@st.composite
-def names(draw) -> Name:
-    name = draw(text)
-    if draw(st.booleans()):
-        return Name(name)
-    if draw(st.booleans()):
-        return Name(name, draw(text), draw(opt_text))
-    return Name(name, draw(text), draw(opt_text), draw(text), draw(opt_text))
-
-
-name_tuples = st.lists(names(), max_size=2).map(tuple)
-refs = st.builds(ObjectRef, opt_text, name_tuples)
+name_tuples = helpers.name_tuples(text)
+refs = helpers.refs(text)
 schedules = st.builds(
     MeterReadSchedule,
     customer_accounts=st.lists(refs, max_size=2),
@@ -224,23 +176,11 @@ SAMPLES: dict[str, tuple[ErrorCode | None, str]] = {
 }
 # Declare the MeterReadSchedule# namespace but carry no MeterReadSchedule document.
 NO_PAYLOAD = {EPRI + "MeterSchedule-AMI-1/resp_Response_1.xml"}
-
-
-def payloads(root: etree._Element) -> list[etree._Element]:
-    return root.xpath(
-        "//*[local-name()=$noun and contains(namespace-uri(), $suffix)]",
-        noun=NOUN,
-        suffix=f"/{NOUN}#",
-    )
+payloads = partial(helpers.payloads, noun=NOUN)
 
 
 def test_every_sample_is_listed() -> None:
-    found = {
-        path.relative_to(FIXTURES).as_posix()
-        for path in FIXTURES.rglob("*.xml")
-        if b"/MeterReadSchedule#" in path.read_bytes()
-    }
-    assert found == set(SAMPLES) | NO_PAYLOAD
+    assert samples_declaring(NOUN) == set(SAMPLES) | NO_PAYLOAD
 
 
 @pytest.mark.parametrize("name", sorted(NO_PAYLOAD))
