@@ -34,9 +34,13 @@ Versioning rules (``_changed``), for a staged value and the current row of its i
 
 from __future__ import annotations
 
+import queue
+import struct
+import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -706,3 +710,221 @@ def _stage_oracle(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
     sql = oracle_stage_insert_sql()
     for start in range(0, len(rows), ORACLE_ARRAY_SIZE):
         cursor.executemany(sql, list(rows[start : start + ORACLE_ARRAY_SIZE]))
+
+
+# --- PostgreSQL: fresh data straight into the tables --------------------------------------
+#
+# A batch whose intervals the store has no reading for and whose raw values have no stored
+# raw value in their devices' time ranges (the usual case: the next load-profile block) is
+# COPYed straight into ``readings`` and ``raw_values`` (no staging table, no INSERT ...
+# SELECT: every row is written once). One indexed range probe per device and ReadingType
+# decides (``fresh_postgresql``). Should a concurrent writer have stored one of the keys
+# since the probe, the unique violation aborts the transaction (``FreshConflict``) and
+# ingest runs the batch again on the staged path, which skips or versions it. (A SAVEPOINT
+# around the COPYs instead cost 10-15 % of their time, measured.)
+# The rows are encoded here in PostgreSQL's binary COPY format (psycopg's per-row
+# ``write_row`` costs more than the rest of the fast path together).
+
+#: Smaller batches take the staged path: the probe and the SAVEPOINT cost round trips that
+#: a few rows do not win back. (The tests set it to 1 to run every case on the fresh path.)
+FRESH_MIN_ROWS = 1000
+
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+_NUMERIC_HEAD = struct.Struct(">ihhhh")
+_INT8 = struct.Struct(">iq")  # length 8 + int8
+_INT2 = struct.Struct(">ih")  # length 2 + int2
+_INT4 = struct.Struct(">ii")  # length 4 + int4
+PG_NULL = b"\xff\xff\xff\xff"
+PG_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" * 2
+PG_COPY_TRAILER = b"\xff\xff"
+
+FRESH_READING_COLUMNS = (
+    "device_id",
+    "reading_type_id",
+    "ts",
+    "value",
+    "qualities",
+    "status",
+    "version",
+    "source",
+    "recorded_at",
+)
+COPY_READINGS = f"COPY readings ({', '.join(FRESH_READING_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+COPY_RAW_VALUES = f"COPY raw_values ({', '.join(_RAW_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+
+_FRESH_PROBE = """
+SELECT
+  EXISTS (
+    SELECT 1 FROM unnest(%s::int4[], %s::int4[], %s::timestamptz[], %s::timestamptz[])
+      AS g(device_id, reading_type_id, lo, hi)
+    WHERE EXISTS (
+      SELECT 1 FROM readings r
+      WHERE r.device_id = g.device_id AND r.reading_type_id = g.reading_type_id
+        AND r.ts BETWEEN g.lo AND g.hi)),
+  EXISTS (
+    SELECT 1 FROM unnest(%s::int4[], %s::timestamptz[], %s::timestamptz[]) AS g(device_id, lo, hi)
+    WHERE EXISTS (
+      SELECT 1 FROM raw_values r
+      WHERE r.device_id = g.device_id AND r.ts BETWEEN g.lo AND g.hi))
+"""
+
+
+def pg_timestamp(ts: datetime) -> bytes:
+    """A timestamptz field (with its length) of binary COPY."""
+    return _INT8.pack(8, (ts - _PG_EPOCH) // _ONE_US)
+
+
+def pg_int8(value: int) -> bytes:
+    return _INT8.pack(8, value)
+
+
+def pg_int4(value: int) -> bytes:
+    return _INT4.pack(4, value)
+
+
+def pg_int2(value: int) -> bytes:
+    return _INT2.pack(2, value)
+
+
+def pg_text(value: str) -> bytes:
+    data = value.encode()
+    return len(data).to_bytes(4, "big") + data
+
+
+def pg_numeric(raw: int, exponent: int) -> bytes:
+    """The numeric field (with its length) of binary COPY for ``raw x 10**exponent``, exact,
+    from integers (the same bytes psycopg sends for ``Decimal(raw).scaleb(exponent)``)."""
+    sign = 0
+    if raw < 0:
+        sign, raw = 0x4000, -raw
+    if exponent >= 0:
+        n, dscale, frac = raw * 10**exponent, 0, 0
+    else:
+        dscale = -exponent
+        frac = (dscale + 3) // 4  # base-10000 digits after the point
+        n = raw * 10 ** (frac * 4 - dscale)
+    digits: list[int] = []
+    while n:
+        n, digit = divmod(n, 10000)
+        digits.append(digit)
+    if not digits:
+        return _NUMERIC_HEAD.pack(8, 0, 0, 0, dscale)
+    weight = len(digits) - 1 - frac
+    first = 0
+    while digits[first] == 0:  # trailing zero digits (the list is least significant first)
+        first += 1
+    digits = digits[first:]
+    digits.reverse()
+    count = len(digits)
+    return _NUMERIC_HEAD.pack(8 + 2 * count, count, weight, sign, dscale) + struct.pack(
+        f">{count}H", *digits
+    )
+
+
+class PgNumericCache:
+    """``pg_numeric`` per (raw, exponent), remembered (meter values repeat a lot)."""
+
+    LIMIT = 1 << 18
+
+    def __init__(self) -> None:
+        self._by_exponent: dict[int, dict[int, bytes]] = {}
+
+    def table(self, exponent: int) -> dict[int, bytes]:
+        table = self._by_exponent.get(exponent)
+        if table is None or len(table) > self.LIMIT:
+            table = self._by_exponent[exponent] = {}
+        return table
+
+    def get(self, raw: int, exponent: int) -> bytes:
+        table = self.table(exponent)
+        out = table.get(raw)
+        if out is None:
+            out = table[raw] = pg_numeric(raw, exponent)
+        return out
+
+
+def fresh_postgresql(
+    conn: Connection,
+    groups: Sequence[tuple[int, int, datetime, datetime]],
+    devices: Sequence[tuple[int, datetime, datetime]],
+) -> bool:
+    """True when no reading exists for any (device, ReadingType) in its [first, last] time
+    range, and no raw value for any device in its range: the batch can be COPYed straight in."""
+    cursor = _dbapi_cursor(conn)
+    saved = cursor.execute(f"SELECT {', '.join(_PLAN_SETTINGS_READ)}").fetchone()
+    cursor.execute(_PLAN_SETTINGS_SET)
+    g_dev, g_rt, g_lo, g_hi = (list(column) for column in zip(*groups, strict=True))
+    d_dev, d_lo, d_hi = (list(column) for column in zip(*devices, strict=True))
+    readings_exist, raw_exist = cursor.execute(
+        _FRESH_PROBE, (g_dev, g_rt, g_lo, g_hi, d_dev, d_lo, d_hi)
+    ).fetchone()
+    cursor.execute(_PLAN_SETTINGS_RESTORE, saved)
+    return not readings_exist and not raw_exist
+
+
+_END = object()
+
+
+class FreshConflict(Exception):
+    """A key of a batch COPYed as fresh data was stored by someone else meanwhile."""
+
+
+def copy_fresh_postgresql(
+    conn: Connection,
+    parts: Sequence[tuple[str, Iterable[bytes]]],
+    failed_row: list[int] | None = None,
+) -> None:
+    """Run each ``(COPY statement, chunks of binary COPY data)`` of ``parts`` in turn (the
+    data with ``PG_COPY_SIGNATURE`` and ``PG_COPY_TRAILER``). Raises ``FreshConflict`` when
+    a key exists after all (a concurrent writer stored it since the probe): the transaction
+    is then unusable; the caller rolls it back and runs the batch again, staged.
+
+    Two cores at work: a loader thread holds the connection and feeds the database while
+    this thread produces the chunks (encoding, and the validation done in the iterators),
+    so the next part is encoded while the database still loads the previous one (psycopg
+    and libpq release the GIL while they wait for the socket)."""
+    import psycopg
+
+    cursor = _dbapi_cursor(conn)
+    chunks: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    refused: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            for statement, _ in parts:
+                with cursor.copy(statement) as copy:
+                    while (chunk := chunks.get()) is not _END:
+                        if isinstance(chunk, BaseException):
+                            raise chunk
+                        copy.write(chunk)
+        except BaseException as exc:
+            refused.append(exc)
+
+    loader = threading.Thread(target=load, name="mdm-copy", daemon=True)
+    loader.start()
+    try:
+        for _, produce in parts:
+            for chunk in produce:
+                if refused:  # the database refused a row: no point encoding more
+                    break
+                chunks.put(chunk)
+                # Let the loader take the GIL now: waiting for the interpreter's switch
+                # interval (5 ms) for every piece it sends would starve the database.
+                time.sleep(0)
+            chunks.put(_END)
+    except BaseException as exc:
+        chunks.put(RuntimeError(f"batch abandoned: {exc}"))  # the COPY in progress fails
+        loader.join()
+        raise
+    loader.join()
+    if not refused:
+        return
+    error = refused[0]
+    if isinstance(error, psycopg.errors.UniqueViolation):
+        raise FreshConflict(str(error)) from error
+    if isinstance(error, psycopg.Error):
+        line = _copy_line(error)
+        if line is not None and failed_row is not None:
+            failed_row.append(line - 1)
+    raise error

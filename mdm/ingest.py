@@ -21,8 +21,9 @@ provides the validator; ingest has no rules of its own.
 
 from __future__ import annotations
 
+import struct
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -61,6 +62,17 @@ from mdm.schema import (
 from mdm.series import QUALITY_ESTIMATED, Point, Series, SeriesKey
 
 Validator = Callable[[Series], Series]
+#: device id, ReadingType id, group, (UTC, row) items, Decimal values, quality codes
+_Validated = tuple[
+    int, int, "_Group", list[tuple[datetime, int]], list[Decimal] | None, list[str | None] | None
+]
+_NUMERIC = bulk.PgNumericCache()
+_DECIMALS: dict[int, dict[int, Decimal]] = {}  # exponent -> raw -> Decimal(raw).scaleb(e)
+_DECIMALS_LIMIT = 1 << 18
+_READING_HEAD = struct.Struct(">hiiii")  # field count, device id, ReadingType id
+_RAW_HEAD = struct.Struct(">hii")  # field count, device id
+#: COPY data is handed to the loader thread in chunks of about 64 kB (this many pieces)
+_CHUNK_PARTS = 5000
 INGEST_WHO = "ingest"
 _EMPTY: frozenset[str] = frozenset()
 _EPOCH = datetime.min.replace(tzinfo=UTC)
@@ -94,15 +106,33 @@ def ingest(
     if not batch:
         return IngestResult()
     stamp = bulk.Stamp(at=received_at or datetime.now(UTC), who=who, reason=reason)
+    try:
+        return _ingest(db, batch, validator, stamp, fresh=True)
+    except bulk.FreshConflict:  # rolled back: a concurrent writer stored some of it first
+        return _ingest(db, batch, validator, stamp, fresh=False)
+
+
+def _ingest(
+    db: Store | Connection,
+    batch: Sequence[RawValue],
+    validator: Validator | None,
+    stamp: bulk.Stamp,
+    *,
+    fresh: bool,
+) -> IngestResult:
     store = db if isinstance(db, Store) else None
     with transaction(db) as conn:
         plan = _Batch(conn, batch, store)
         plan.normalise()
         plan.register_reading_types()
-        meter_rows, estimate_rows = plan.stage_rows(validator)
         failed: list[int] = []
         try:
-            meter = bulk.write(conn, meter_rows, SOURCE_METER, stamp, failed_row=failed)
+            meter = plan.write_fresh(validator, stamp, failed) if fresh else None
+            if meter is None:
+                meter_rows, estimate_rows = plan.stage_rows(validator)
+                meter = bulk.write(conn, meter_rows, SOURCE_METER, stamp, failed_row=failed)
+            else:
+                estimate_rows = plan.estimate_rows
             estimates = bulk.write(conn, estimate_rows, SOURCE_ESTIMATED, stamp)
         except (DBAPIError, conn.dialect.loaded_dbapi.Error) as exc:
             # The bulk path also talks to the driver directly (COPY, executemany).
@@ -218,7 +248,10 @@ class _Batch:
         # (row, UTC) of rows whose reading another row of the batch carries
         self.raw_only: list[tuple[int, datetime]] = []
         self.rt_ids: dict[str, int] = {}
-        self.stage_index: list[int] = []  # staged meter row -> batch row
+        self.stage_index: list[int] = []  # staged (or COPYed) meter row -> batch row
+        self.estimate_rows: list[tuple[Any, ...]] = []  # the validator's, fresh path
+        self.ts_bytes: dict[datetime, bytes] = {}  # UTC -> binary COPY timestamptz
+        self.value_texts: dict[int, dict[int, Any]] = {}  # exponent -> raw -> staged text
 
     def fail(self, row: int, error: ErrorCode, reason: str) -> MdmError:
         return MdmError(error, reason, row=row, key=self.describe(row))
@@ -412,34 +445,34 @@ class _Batch:
         known = self.store.reading_type_ids if self.store is not None else None
         self.rt_ids = ensure_reading_types(self.conn, types.values(), known)
 
-    def stage_rows(
-        self, validator: Validator | None
-    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-        """The meter values (with their raw values) and the validator's estimates."""
-        meter: list[tuple[Any, ...]] = []
-        estimates: list[tuple[Any, ...]] = []
-        stage_index = self.stage_index
-        rows = self.rows
-        fmt = self.fmt
-        native = fmt.native
-        fmt_ts, fmt_value, empty = fmt.ts, fmt.value, fmt.empty_text
-        mrid_of = {id_: mrid for mrid, (id_, _) in self.devices.items()}
-        no_qualities = _EMPTY
+    def _ordered(self) -> list[tuple[int, str, _Group, list[tuple[datetime, int]]]]:
+        """The groups in key order, each with its (UTC, row) items ordered by time."""
+        out = []
         for (device_id, code), group in sorted(self.groups.items()):
             items = list(group.stamps.items())
             if not group.ordered:
                 items.sort(key=_first)
+            out.append((device_id, code, group, items))
+        return out
+
+    def _validated(
+        self,
+        validator: Validator | None,
+        estimates: list[tuple[Any, ...]],
+        order: list[tuple[int, str, _Group, list[tuple[datetime, int]]]] | None = None,
+    ) -> Iterator[_Validated]:
+        """Each group in key order, its (UTC, row) items ordered by time, validated: the
+        Decimal values (None without a validator) and quality codes (None: none)."""
+        rows = self.rows
+        mrid_of = {id_: mrid for mrid, (id_, _) in self.devices.items()}
+        no_qualities = _EMPTY
+        for device_id, code, group, items in order or self._ordered():
             rt_id = self.rt_ids[code]
             ch = group.channel
-            if group.mixed:
-                values = [self.channel_of(group, i).scale(rows[i].value) for _, i in items]
-            elif ch.exponent:
-                e = ch.exponent
-                values = [Decimal(rows[i].value).scaleb(e) for _, i in items]
-            else:
-                values = [Decimal(rows[i].value) for _, i in items]
+            values: list[Decimal] | None = None
             qualities: list[str | None] | None = None
             if validator is not None:
+                values = self._values(group, items)
                 points = [
                     Point(ts, value, no_qualities, rows[i].status)
                     for (ts, i), value in zip(items, values, strict=True)
@@ -451,12 +484,228 @@ class _Batch:
                     rt_id,
                     estimates,
                 )
+            yield device_id, rt_id, group, items, values, qualities
+
+    def _values(self, group: _Group, items: list[tuple[datetime, int]]) -> list[Decimal]:
+        rows = self.rows
+        ch = group.channel
+        if group.mixed:
+            return [self.channel_of(group, i).scale(rows[i].value) for _, i in items]
+        # Decimals are immutable: one object per distinct (raw, exponent), as meter values
+        # repeat (cheaper than Decimal(raw).scaleb(exponent) for every row)
+        e = ch.exponent
+        table = _DECIMALS.get(e)
+        if table is None or len(table) > _DECIMALS_LIMIT:
+            table = _DECIMALS[e] = {}
+        out = []
+        append = out.append
+        get = table.get
+        for _, i in items:
+            raw = rows[i].value
+            value = get(raw)
+            if value is None:
+                value = table[raw] = Decimal(raw).scaleb(e) if e else Decimal(raw)
+            append(value)
+        return out
+
+    def _value_texts(
+        self,
+        group: _Group,
+        items: list[tuple[datetime, int]],
+        values: list[Decimal],
+        fmt_value: Callable[[Decimal], Any],
+    ) -> list[Any]:
+        """The staged form of ``values`` (SQLite: canonical text), once per distinct raw."""
+        if group.mixed or not self.fmt.decimal_as_text:
+            return [fmt_value(v) for v in values]
+        texts = self.value_texts.setdefault(group.channel.exponent, {})
+        out = []
+        rows = self.rows
+        for (_, i), value in zip(items, values, strict=True):
+            raw = rows[i].value
+            text = texts.get(raw)
+            if text is None:
+                text = texts[raw] = fmt_value(value)
+            out.append(text)
+        return out
+
+    # --- the fresh-data path (PostgreSQL) ----------------------------------------------
+
+    def write_fresh(
+        self, validator: Validator | None, stamp: bulk.Stamp, failed: list[int]
+    ) -> bulk.Counts | None:
+        """COPY the batch straight into readings and raw_values when the store has nothing
+        in its ranges (``bulk.fresh_postgresql``); None: take the staged path."""
+        if (
+            self.fmt.dialect != "postgresql"
+            or self.raw_only
+            or not self.groups
+            or len(self.rows) < bulk.FRESH_MIN_ROWS
+        ):
+            return None
+        group_ranges: list[tuple[int, int, datetime, datetime]] = []
+        device_ranges: dict[int, tuple[datetime, datetime]] = {}
+        for (device_id, code), group in self.groups.items():
+            if group.ordered:
+                lo = next(iter(group.stamps))
+                hi = group.last
+            else:
+                lo, hi = min(group.stamps), max(group.stamps)
+            group_ranges.append((device_id, self.rt_ids[code], lo, hi))
+            known = device_ranges.get(device_id)
+            if known is not None:
+                lo, hi = min(lo, known[0]), max(hi, known[1])
+            device_ranges[device_id] = (lo, hi)
+        devices = [(d, lo, hi) for d, (lo, hi) in device_ranges.items()]
+        if not bulk.fresh_postgresql(self.conn, group_ranges, devices):
+            return None
+        order = self._ordered()
+        stage_index = self.stage_index
+        for _, _, _, items in order:
+            stage_index.extend(index for _, index in items)
+        # raw values first: they need no validation, so the database has work at once
+        bulk.copy_fresh_postgresql(
+            self.conn,
+            [
+                (bulk.COPY_RAW_VALUES, self._copy_raw_values(stamp, order)),
+                (bulk.COPY_READINGS, self._copy_readings(validator, stamp, order)),
+            ],
+            failed,
+        )
+        count = len(self.stage_index)
+        return bulk.Counts(raw_stored=count, new=count, versioned=0)
+
+    def _copy_readings(
+        self,
+        validator: Validator | None,
+        stamp: bulk.Stamp,
+        order: list[tuple[int, str, _Group, list[tuple[datetime, int]]]],
+    ) -> Iterator[bytes]:
+        """Binary COPY data of the readings (version 1, source meter), in chunks, validating
+        group by group as the database loads the previous chunk."""
+        rows = self.rows
+        ts_bytes = self.ts_bytes
+        numeric = _NUMERIC
+        null = bulk.PG_NULL
+        tail = bulk.pg_int4(1) + bulk.pg_text(SOURCE_METER) + bulk.pg_timestamp(stamp.at)
+        status_zero = bulk.pg_int8(0)
+        int8 = bulk.pg_int8
+        quality_bytes: dict[str | None, bytes] = {None: null}
+        out: list[bytes] = [bulk.PG_COPY_SIGNATURE]
+        for device_id, rt_id, group, items, _values, qualities in self._validated(
+            validator, self.estimate_rows, order
+        ):
+            head = _READING_HEAD.pack(9, 4, device_id, 4, rt_id)
+            mixed = group.mixed
+            exponent = group.channel.exponent
+            table = numeric.table(exponent)
+            if qualities is None:
+                qualities = [None] * len(items)
+            extend = out.extend
+            for (ts, index), quality in zip(items, qualities, strict=True):
+                raw = rows[index]
+                tsb = ts_bytes.get(ts)
+                if tsb is None:
+                    tsb = ts_bytes[ts] = bulk.pg_timestamp(ts)
+                value = raw.value
+                if mixed:
+                    num = numeric.get(value, self.channel_of(group, index).exponent)
+                else:
+                    num = table.get(value)
+                    if num is None:
+                        num = table[value] = bulk.pg_numeric(value, exponent)
+                qb = quality_bytes.get(quality)
+                if qb is None:
+                    qb = quality_bytes[quality] = bulk.pg_text(quality)  # type: ignore[arg-type]
+                status = raw.status
+                extend((head, tsb, num, qb, int8(status) if status else status_zero, tail))
+            if len(out) > _CHUNK_PARTS:
+                yield b"".join(out)
+                out.clear()
+        out.append(bulk.PG_COPY_TRAILER)
+        yield b"".join(out)
+
+    def _copy_raw_values(
+        self, stamp: bulk.Stamp, order: list[tuple[int, str, _Group, list[tuple[datetime, int]]]]
+    ) -> Iterator[bytes]:
+        """Binary COPY data of the raw values, in the order of ``_copy_readings``."""
+        rows = self.rows
+        ts_bytes = self.ts_bytes
+        null = bulk.PG_NULL
+        received = bulk.pg_timestamp(stamp.at)
+        int8, int2, text = bulk.pg_int8, bulk.pg_int2, bulk.pg_text
+        texts: dict[str, bytes] = {}
+        scalers: dict[int, bytes] = {}
+        zero = int8(0)
+        out: list[bytes] = [bulk.PG_COPY_SIGNATURE]
+        for device_id, _, _, items in order:
+            head = _RAW_HEAD.pack(11, 4, device_id)
+            extend = out.extend
+            for ts, index in items:
+                raw = rows[index]
+                tsb = ts_bytes.get(ts)
+                if tsb is None:
+                    tsb = ts_bytes[ts] = bulk.pg_timestamp(ts)
+                source_id, unit, task = raw.source_id, raw.unit, raw.source_task
+                source_b = texts.get(source_id)
+                if source_b is None:
+                    source_b = texts[source_id] = text(source_id)
+                unit_b = texts.get(unit)
+                if unit_b is None:
+                    unit_b = texts[unit] = text(unit)
+                task_b = texts.get(task)
+                if task_b is None:
+                    task_b = texts[task] = text(task)
+                scaler_b = scalers.get(raw.scaler)
+                if scaler_b is None:
+                    scaler_b = scalers[raw.scaler] = int2(raw.scaler)
+                time = raw.time
+                dst = raw.dst
+                status = raw.status
+                extend(
+                    (
+                        head,
+                        source_b,
+                        tsb,
+                        int8(raw.value),
+                        scaler_b,
+                        unit_b,
+                        int8(status) if status else zero,
+                        task_b,
+                        null if time is ts else text(time.isoformat()),
+                        null if dst is None else int2(int(dst)),
+                        received,
+                    )
+                )
+            if len(out) > _CHUNK_PARTS:
+                yield b"".join(out)
+                out.clear()
+        out.append(bulk.PG_COPY_TRAILER)
+        yield b"".join(out)
+
+    # --- the staged path -----------------------------------------------------------------
+
+    def stage_rows(
+        self, validator: Validator | None
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """The meter values (with their raw values) and the validator's estimates."""
+        meter: list[tuple[Any, ...]] = []
+        estimates: list[tuple[Any, ...]] = []
+        stage_index = self.stage_index
+        rows = self.rows
+        fmt = self.fmt
+        native = fmt.native
+        fmt_ts, fmt_value, empty = fmt.ts, fmt.value, fmt.empty_text
+        for device_id, rt_id, group, items, validated, qualities in self._validated(
+            validator, estimates
+        ):
+            values = validated if validated is not None else self._values(group, items)
             if native:
                 stamps_out: list[Any] = [ts for ts, _ in items]
                 values_out: list[Any] = values
             else:
                 stamps_out = [fmt_ts(ts) for ts, _ in items]
-                values_out = [fmt_value(v) for v in values]
+                values_out = self._value_texts(group, items, values, fmt_value)
             if qualities is None:
                 qualities = [None] * len(items)
             for (ts, index), ts_out, value_out, quality in zip(
