@@ -121,6 +121,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_meters_import(args: argparse.Namespace) -> int:
+    from headend.device_import import run_meters_import
+
+    return run_meters_import(args.file, args.database, dry_run=args.dry_run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="openhes",
@@ -170,6 +176,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="where to write the device-import file (.csv or .json)",
     )
     simulate.set_defaults(handler=cmd_simulate)
+
+    meters = commands.add_parser("meters", help="the device registry")
+    meter_commands = meters.add_subparsers(dest="meters_command", metavar="COMMAND", required=True)
+    meters_import = meter_commands.add_parser(
+        "import", help="register meters from a CSV or JSON device-import file (idempotent)"
+    )
+    meters_import.add_argument("file", type=Path)
+    meters_import.add_argument(
+        "--database",
+        default=None,
+        help="database URL (default: $OPENHES_DATABASE_URL or ./openhes.sqlite3)",
+    )
+    meters_import.add_argument(
+        "--dry-run", action="store_true", help="check and apply, then roll back"
+    )
+    meters_import.set_defaults(handler=cmd_meters_import)
 
     validate = commands.add_parser("validate", help="check CIM documents against the schemas")
     validate.add_argument("files", nargs="+", metavar="FILE")

@@ -62,7 +62,13 @@ class UsagePoint:
 
 
 DEVICE_ATTRIBUTES = tuple(f.name for f in dataclasses.fields(Device) if f.name != "mrid")
+_DEVICE_FIELDS = ("mrid", *DEVICE_ATTRIBUTES)
 USAGE_POINT_ATTRIBUTES = tuple(f.name for f in dataclasses.fields(UsagePoint) if f.name != "mrid")
+
+
+def _device_values(device: Device) -> dict[str, Any]:
+    """``dataclasses.asdict`` for a flat Device, without its deep copies (bulk registration)."""
+    return {name: getattr(device, name) for name in _DEVICE_FIELDS}
 
 
 @contextmanager
@@ -162,6 +168,21 @@ def _usage_point_id(conn: Connection, mrid: str | None) -> int | None:
     return id_
 
 
+def _usage_point_ids(conn: Connection, mrids: Iterable[str]) -> dict[str, int]:
+    """``mrid -> id`` of usage points, in chunked queries; an unknown one is refused."""
+    wanted = sorted(mrids)
+    ids: dict[str, int] = {}
+    for start in range(0, len(wanted), _CHUNK):
+        query = select(usage_points.c.mrid, usage_points.c.id).where(
+            usage_points.c.mrid.in_(wanted[start : start + _CHUNK])
+        )
+        ids.update({mrid: id_ for mrid, id_ in conn.execute(query)})
+    for mrid in wanted:
+        if mrid not in ids:
+            raise MdmError(ErrorCode.UNKNOWN_USAGE_POINT, f"no usage point {mrid!r}")
+    return ids
+
+
 # --- devices ------------------------------------------------------------------------------
 
 
@@ -182,13 +203,10 @@ def create_devices(
         _check(kind=device.kind, status=device.status, time_zone=device.time_zone)
     now = datetime.now(UTC)
     with _writing(db) as conn:
-        point_ids = {
-            mrid: _usage_point_id(conn, mrid)
-            for mrid in {d.usage_point for d in batch if d.usage_point}
-        }
+        point_ids = _usage_point_ids(conn, {d.usage_point for d in batch if d.usage_point})
         rows = []
         for device in batch:
-            values = dataclasses.asdict(device)
+            values = _device_values(device)
             values["usage_point_id"] = point_ids.get(values.pop("usage_point"))
             rows.append({**values, "created_at": now, "updated_at": now})
         if rows:
@@ -199,7 +217,7 @@ def create_devices(
             object_type="device",
             at=now,
             note=note,
-            objects={d.mrid: dataclasses.asdict(d) for d in batch},
+            objects={d.mrid: _device_values(d) for d in batch},
         )
         ids = device_ids(conn, [d.mrid for d in batch])
     return {mrid: id_ for mrid, (id_, _) in ids.items()}

@@ -159,3 +159,36 @@ def test_simulate_refuses_a_bad_fault_spec(
         == 2
     )
     assert "unknown fault" in capsys.readouterr().err
+
+
+def test_meters_import_registers_a_simulated_fleet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    book, database = tmp_path / "meters.csv", tmp_path / "store.sqlite3"
+    assert (
+        main(
+            [
+                "simulate",
+                "--meters",
+                "3",
+                "--base-port",
+                "0",
+                "--shared-port",
+                "--duration",
+                "0.2",
+                "--address-book",
+                str(book),
+            ]
+        )
+        == 0
+    )
+    monkeypatch.delenv("OPENHES_MASTER_KEY", raising=False)
+    assert main(["meters", "import", str(book), "--database", str(database)]) == 2
+    assert "no master key" in capsys.readouterr().err
+    monkeypatch.setenv("OPENHES_MASTER_KEY", "11" * 32)
+    assert main(["meters", "import", str(book), "--database", str(database)]) == 0
+    assert "3 created" in capsys.readouterr().out
+    assert main(["meters", "import", str(book), "--database", str(database)]) == 0
+    assert "3 unchanged" in capsys.readouterr().out
+    book.write_text(book.read_text().replace(",dlms,", ",modbus,", 1))
+    assert main(["meters", "import", str(book), "--database", str(database)]) == 1

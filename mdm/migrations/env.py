@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from alembic import context
 
+import headend.schema  # noqa: F401  (the head-end's tables share mdm.schema.metadata)
 from mdm.migrate import include_object
 from mdm.schema import metadata
 
