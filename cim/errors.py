@@ -111,6 +111,11 @@ class ErrorCode(enum.Enum):
         Level.FATAL,
         "The security invocation counter is out of sync.",
     )
+    DEVICE_ERROR = (
+        "6.7",
+        Level.FATAL,
+        "The device answered but could not carry out the operation (e.g. firmware refused).",
+    )
 
     DEADLINE_EXPIRED = ("7.1", Level.FATAL, "The task was not started before its deadline.")
     DEVICE_TIMEOUT = ("7.2", Level.FATAL, "The device did not answer in time.")

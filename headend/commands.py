@@ -271,8 +271,8 @@ ERROR_CODES: dict[str, ErrorCode] = {
     "unknown_device": ErrorCode.UNKNOWN_DEVICE,
     "configuration_error": ErrorCode.BAD_VALUE,
     # No device-side code fits these two yet; the operator's log has the driver's detail.
-    "device_error": ErrorCode.INTERNAL,
-    "firmware_transfer_failed": ErrorCode.INTERNAL,
+    "device_error": ErrorCode.DEVICE_ERROR,
+    "firmware_transfer_failed": ErrorCode.DEVICE_ERROR,
 }
 
 

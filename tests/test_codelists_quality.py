@@ -74,7 +74,7 @@ def test_system_names() -> None:
 def test_validation_subcategories() -> None:
     assert ReadingQualityCode.parse("2.6.4").sub_category_name == "usage below minimum"
     assert ReadingQualityCode.parse("3.6.1").sub_category_name == "zero usage"
-    assert {sub for cat, sub in sub_category_names() if cat == 6} == {0, 1, 2, 3, 4, 5, 6, 9}
+    assert {sub for cat, sub in sub_category_names() if cat == 6} == {0, 1, 2, 3, 4, 5, 6, 9, 1001, 1002}
 
 
 def test_vendor_code_parses_with_generic_description() -> None:

@@ -122,8 +122,8 @@ def test_clock_sync_outcome_and_readings():
         (errors.ObjectNotFound("o"), ErrorCode.DEVICE_OBJECT_NOT_FOUND),
         (errors.AccessDenied("a"), ErrorCode.DEVICE_ACCESS_DENIED),
         (errors.ConfigurationError("c"), ErrorCode.BAD_VALUE),
-        (errors.DeviceError("d", result=2), ErrorCode.INTERNAL),
-        (errors.FirmwareTransferFailed("f"), ErrorCode.INTERNAL),
+        (errors.DeviceError("d", result=2), ErrorCode.DEVICE_ERROR),
+        (errors.FirmwareTransferFailed("f"), ErrorCode.DEVICE_ERROR),
     ],
 )
 def test_driver_errors_map_to_northbound_codes(exc, code):
