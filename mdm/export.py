@@ -21,14 +21,14 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from itertools import groupby
 from operator import itemgetter
 from typing import IO, Any, BinaryIO, TextIO
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Dialect
 
 from cim.errors import ErrorCode
 from cim.meter_readings import MeterReading, Reading, ReadingQuality
@@ -39,6 +39,7 @@ from mdm.devices import device_ids
 from mdm.errors import MdmError
 from mdm.reading_types import lookup_reading_types
 from mdm.readings import interval_lengths, window_query
+from mdm.schema import readings
 
 CSV_HEADER = ("device", "reading_type", "timestamp", "value", "qualities", "status")
 
@@ -62,24 +63,25 @@ def export_cim(
     Interval rows go from the database cursor to the writer as tuples, without building
     Points: this is the bulk path (GetMeterReadings replies, scheduled exports).
     """
-    counter = _Counter()
     with MeterReadingsWriter(out, envelope, **header) as writer, reading(db) as conn:
-        rows, mrid_of, code_of, intervals = _window_rows(
-            conn, devices, reading_types, start, end, as_of, fetch_size
+        batches, mrid_of, code_of, intervals = _window_rows(
+            conn, devices, reading_types, start, end, as_of, fetch_size, untyped=True
         )
-        for (device_id, rt_id), group in groupby(rows, key=_KEY):
+        counter = _Counter(conn.dialect)
+        for (device_id, rt_id), group in groupby(counter.items(batches), key=_FIRST):
             code = code_of[rt_id]
+            items = map(_SECOND, group)
             if intervals.get(rt_id) is None:
-                for chunk in _chunks(group, _REGISTER_CHUNK):
+                for chunk in _chunks(items, _REGISTER_CHUNK):
                     writer.write(_register_reading(mrid_of[device_id], code, chunk))
-                    counter.count += len(chunk)
                 continue
             meter = ObjectRef(mrid=mrid_of[device_id])
-            writer.write_interval_block(meter, code, counter.items(group))
+            writer.write_interval_block(meter, code, items)
     return counter.count
 
 
-_KEY = itemgetter(0, 1)
+_FIRST = itemgetter(0)
+_SECOND = itemgetter(1)
 _REGISTER_CHUNK = 10_000
 
 
@@ -91,9 +93,13 @@ def _window_rows(
     end: datetime,
     as_of: datetime | None,
     fetch_size: int,
+    *,
+    untyped: bool = False,
 ) -> tuple[Iterator[Any], dict[int, str], dict[int, str], dict[int, timedelta | None]]:
     """The rows of :func:`mdm.readings.window_query` for every chunk of devices, streamed:
-    ``(device id, ReadingType id, ts, value, qualities text, status)``."""
+    ``(device id, ReadingType id, ts, value, qualities text, status)``; ``untyped``: lists
+    of such rows (one per fetch), ts and value as the driver returns them (see
+    :class:`_Counter`)."""
     if end < start:
         raise MdmError(ErrorCode.BAD_DATETIME, "window end is before its start")
     ids = device_ids(conn, devices)
@@ -112,7 +118,11 @@ def _window_rows(
             return
         for first in range(0, len(device_list), _DEVICE_CHUNK):
             chunk = device_list[first : first + _DEVICE_CHUNK]
-            yield from streaming.execute(window_query(chunk, rt_list, start, end, as_of))
+            query = window_query(chunk, rt_list, start, end, as_of, untyped=untyped)
+            if untyped:
+                yield from streaming.execute(query).partitions()
+            else:
+                yield from streaming.execute(query)
 
     return rows(), mrid_of, code_of, intervals
 
@@ -120,21 +130,70 @@ def _window_rows(
 _DEVICE_CHUNK = 500
 
 
+class _Converted(dict[Any, Any]):
+    """Driver value -> the column type's result value, computed once per distinct value
+    (timestamps and values repeat across devices); bounded."""
+
+    def __init__(self, process: Callable[[Any], Any] | None) -> None:
+        super().__init__()
+        self.process = process or (lambda value: value)
+
+    def __missing__(self, raw: Any) -> Any:
+        if len(self) >= _CACHE_LIMIT:
+            self.clear()
+        value = self[raw] = self.process(raw)
+        return value
+
+
+_CACHE_LIMIT = 100_000
+
+
+def _result_processor(column: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
+    return column.type.dialect_impl(dialect).result_processor(dialect, None)  # type: ignore[no-any-return]
+
+
 class _Counter:
-    __slots__ = ("count",)
+    """Counts the readings of untyped row batches, converting driver values exactly as the
+    column types would: timestamps through a cache keyed by the driver's value; values
+    through a cache keyed by the stored text on SQLite (a TEXT column there), as they are on
+    PostgreSQL (NUMERIC comes as a Decimal, which ExactDecimal returns unchanged), else
+    through the type's processor. A Decimal is never a cache key: equal Decimals of
+    different scales would share an entry."""
 
-    def __init__(self) -> None:
+    __slots__ = ("count", "mode", "process_value", "ts_of", "value_of")
+
+    def __init__(self, dialect: Dialect) -> None:
         self.count = 0
+        self.ts_of = _Converted(_result_processor(readings.c.ts, dialect))
+        self.mode = dialect.name if dialect.name in ("postgresql", "sqlite") else ""
+        self.process_value = None
+        self.value_of = _Converted(None)
+        if self.mode != "postgresql":
+            self.process_value = _result_processor(readings.c.value, dialect)
+            self.value_of = _Converted(self.process_value)
+            self.value_of[None] = None
 
-    def items(self, rows: Iterable[Any]) -> Iterator[tuple[Any, ...]]:
-        count = 0
-        for _, _, ts, value, qualities, _ in rows:
-            count += 1
-            if qualities:
-                yield (ts, value, sorted(qualities.split(",")))
-            else:
-                yield (ts, value)
-        self.count += count
+    def items(self, batches: Iterable[list[Any]]) -> Iterator[tuple[tuple[int, int], tuple]]:
+        """``((device id, ReadingType id), item)``, item ``(ts, value)`` or, with quality
+        codes, ``(ts, value, sorted codes)``: what write_interval_block takes."""
+        ts_of = self.ts_of
+        value_of = self.value_of
+        process = self.process_value
+        mode = self.mode
+        for batch in batches:
+            self.count += len(batch)
+            for d, r, ts, v, q, _ in batch:
+                if mode == "postgresql":
+                    pass
+                elif mode == "sqlite":
+                    v = value_of[v]
+                elif v is not None:
+                    assert process is not None
+                    v = process(v)
+                if q:
+                    yield (d, r), (ts_of[ts], v, sorted(q.split(",")))
+                else:
+                    yield (d, r), (ts_of[ts], v)
 
 
 def _chunks(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -148,19 +207,17 @@ def _chunks(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
-def _register_reading(device: str, code: str, rows: list[Any]) -> MeterReading:
+def _register_reading(device: str, code: str, items: list[tuple]) -> MeterReading:
     return MeterReading(
         meter=ObjectRef(mrid=device),
         readings=[
             Reading(
                 code,
-                value=value,
-                timestamp=ts,
-                qualities=[ReadingQuality(q) for q in sorted(qualities.split(","))]
-                if qualities
-                else [],
+                value=item[1],
+                timestamp=item[0],
+                qualities=[ReadingQuality(q) for q in item[2]] if len(item) > 2 else [],
             )
-            for _, _, ts, value, qualities, _ in rows
+            for item in items
         ],
     )
 

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Connection, Select, select, union_all
+from sqlalchemy import Connection, Select, select, type_coerce, union_all
+from sqlalchemy.types import NullType
 
 from cim.errors import ErrorCode
 from mdm.database import Store, reading
@@ -108,8 +110,19 @@ def window_query(
     start: datetime,
     end: datetime,
     as_of: datetime | None = None,
+    *,
+    untyped: bool = False,
 ) -> Select:
-    """device id, ReadingType id, ts, value, qualities, status; ordered by the key."""
+    """device id, ReadingType id, ts, value, qualities, status; ordered by the key.
+
+    ``untyped``: the result columns carry no SQL types, so rows hold the driver's own values
+    (no result processing: e.g. ts and value as stored text on SQLite); the bulk export
+    converts them itself.
+    """
+
+    def cols(c: Any) -> list:
+        columns = [c.device_id, c.reading_type_id, c.ts, c.value, c.qualities, c.status]
+        return [type_coerce(col, NullType()) for col in columns] if untyped else columns
 
     def where(table: object) -> list:
         c = table.c  # type: ignore[attr-defined]
@@ -123,17 +136,18 @@ def window_query(
         ]
 
     r = readings
-    current = select(
-        r.c.device_id, r.c.reading_type_id, r.c.ts, r.c.value, r.c.qualities, r.c.status
-    ).where(*where(r))
     if as_of is None:
+        current = select(*cols(r.c)).where(*where(r))
         return current.order_by(r.c.device_id, r.c.reading_type_id, r.c.ts)
     h = reading_history
     superseded = select(
         h.c.device_id, h.c.reading_type_id, h.c.ts, h.c.value, h.c.qualities, h.c.status
     ).where(*where(h), h.c.recorded_at <= as_of, h.c.superseded_at > as_of)
+    current = select(
+        r.c.device_id, r.c.reading_type_id, r.c.ts, r.c.value, r.c.qualities, r.c.status
+    ).where(*where(r))
     both = union_all(current.where(r.c.recorded_at <= as_of), superseded).subquery()
-    return select(both).order_by(both.c.device_id, both.c.reading_type_id, both.c.ts)
+    return select(*cols(both.c)).order_by(both.c.device_id, both.c.reading_type_id, both.c.ts)
 
 
 def interval_lengths(conn: Connection, code_of: dict[int, str]) -> dict[int, timedelta | None]:

@@ -6,11 +6,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 
 import pytest
 from mdm_conftest import DATABASES, open_test_store
+from sqlalchemy import select
 
 from cim.meter_readings_stream import iter_meter_readings
 from cim.validation import validate_bytes
@@ -19,7 +21,8 @@ from mdm.devices import Device, create_devices
 from mdm.export import export_cim, export_csv, export_json
 from mdm.ingest import ingest, store_points
 from mdm.normalise import RawValue
-from mdm.readings import read
+from mdm.readings import read, window_query
+from mdm.schema import devices, reading_types
 from mdm.series import Point, Series, SeriesKey
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -183,3 +186,74 @@ def test_awkward_device_ids_are_quoted(store):
     export_cim(store, raw, [ODD], [INTERVAL], *WINDOW)
     raw.seek(0)
     assert [mr.meter_key for mr in iter_meter_readings(raw)] == [ODD]
+
+
+def test_cim_export_writes_each_value_as_the_typed_read_does(store):
+    """The bulk path converts driver values itself (cached per distinct value): the text of
+    every value equals that of the value read through the column types, scale included."""
+    out = io.BytesIO()
+    export_cim(store, out, ["m1", "m2"], [INTERVAL, REGISTER], *WINDOW)
+    text = out.getvalue().decode()
+    written = sorted(re.findall(r"<value>([^<]*)</value>", text))
+    typed = sorted(str(v) for v, _ in stored(store).values() if v is not None)
+    assert written == typed
+
+
+@pytest.mark.parametrize("kind", DATABASES)
+def test_cim_export_keeps_the_scale_of_equal_values(kind, request):
+    for db in open_test_store(kind, request):
+        create_devices(db, [Device("s1"), Device("s2")], who="test")
+        values = {"s1": [D("1.5"), D("0.000000100")], "s2": [D("1.500"), D("0.0000001")]}
+        for device, (first, second) in values.items():
+            points = [Point(T0 + QH, first), Point(T0 + 2 * QH, second)]
+            store_points(
+                db,
+                [Series(SeriesKey(device, INTERVAL), points, QH)],
+                source="estimated",
+                who="test",
+                reason="test",
+            )
+        out = io.BytesIO()
+        assert export_cim(db, out, ["s1", "s2"], [INTERVAL], *WINDOW) == 4
+        written = re.findall(r"<value>([^<]*)</value>", out.getvalue().decode())
+        typed = [
+            str(p.value) for s in read(db, ["s1", "s2"], [INTERVAL], *WINDOW) for p in s.points
+        ]
+        assert written == typed
+
+
+@pytest.mark.parametrize("as_of", [None, ESTIMATED + timedelta(minutes=30)])
+def test_untyped_window_query_gives_the_driver_values(store, as_of):
+    with store.connect() as conn:
+        ids = [
+            conn.execute(select(devices.c.id).where(devices.c.mrid == m)).scalar_one()
+            for m in ("m1", "m2")
+        ]
+        rt = [conn.execute(select(reading_types.c.id)).scalars().all()]
+        typed = conn.execute(window_query(ids, rt[0], *WINDOW, as_of)).all()
+        raw = conn.execute(window_query(ids, rt[0], *WINDOW, as_of, untyped=True)).all()
+    assert len(raw) == len(typed) > 0
+    assert [r[:2] + r[4:] for r in raw] == [t[:2] + t[4:] for t in typed]
+    if store.engine.dialect.name == "sqlite":
+        assert all(type(r.ts) is str for r in raw)
+        assert {type(r.value) for r in raw} <= {str, type(None)}
+
+
+def test_untyped_rows_of_other_databases_go_through_the_column_types():
+    from sqlalchemy.dialects import oracle
+
+    from mdm.export import _Counter
+
+    counter = _Counter(oracle.dialect())
+    naive = T0.replace(tzinfo=None)
+    batch = [
+        (1, 2, naive + QH, D("1.5"), None, 0),
+        (1, 2, naive + 2 * QH, None, "2.8.0,2.5.259", 0),
+    ]
+    items = list(counter.items([batch]))
+    assert items == [
+        ((1, 2), (T0 + QH, D("1.5"))),
+        ((1, 2), (T0 + 2 * QH, None, ["2.5.259", "2.8.0"])),
+    ]
+    assert str(items[0][1][1]) == "1.500000000" and items[0][1][0].tzinfo is UTC
+    assert counter.count == 2
