@@ -780,7 +780,9 @@ def value_text(value: object) -> str:
     if kind is Decimal:
         if not value.is_finite():  # type: ignore[attr-defined]
             raise CimError(ErrorCode.BAD_VALUE, f"{value} is not a finite number")
-        return str(value)
+        text = str(value)
+        # str() switches to exponent form (1E-7, 1E+3), which is not an xs:decimal.
+        return format(value, "f") if "E" in text else text
     if kind is int:
         return str(value)
     raise TypeError(f"a reading value must be a Decimal or an int, not {kind.__name__}")

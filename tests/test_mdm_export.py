@@ -14,6 +14,7 @@ import pytest
 from mdm_conftest import DATABASES, open_test_store
 from sqlalchemy import select
 
+from cim.meter_readings import value_text
 from cim.meter_readings_stream import iter_meter_readings
 from cim.validation import validate_bytes
 from mdm.database import Store
@@ -195,7 +196,7 @@ def test_cim_export_writes_each_value_as_the_typed_read_does(store):
     export_cim(store, out, ["m1", "m2"], [INTERVAL, REGISTER], *WINDOW)
     text = out.getvalue().decode()
     written = sorted(re.findall(r"<value>([^<]*)</value>", text))
-    typed = sorted(str(v) for v, _ in stored(store).values() if v is not None)
+    typed = sorted(value_text(v) for v, _ in stored(store).values() if v is not None)
     assert written == typed
 
 
@@ -217,7 +218,9 @@ def test_cim_export_keeps_the_scale_of_equal_values(kind, request):
         assert export_cim(db, out, ["s1", "s2"], [INTERVAL], *WINDOW) == 4
         written = re.findall(r"<value>([^<]*)</value>", out.getvalue().decode())
         typed = [
-            str(p.value) for s in read(db, ["s1", "s2"], [INTERVAL], *WINDOW) for p in s.points
+            value_text(p.value)
+            for s in read(db, ["s1", "s2"], [INTERVAL], *WINDOW)
+            for p in s.points
         ]
         assert written == typed
 

@@ -787,3 +787,14 @@ def test_interval_reading_qualities_compare_as_sequences() -> None:
     assert IntervalReading(T0, Decimal(1)) != (T0, Decimal(1))
     with pytest.raises(TypeError):
         hash(IntervalReading())
+
+
+def test_values_are_written_in_fixed_point_never_exponent_form() -> None:
+    from decimal import Decimal
+
+    from cim.meter_readings import value_text
+
+    assert value_text(Decimal("1E-7")) == "0.0000001"
+    assert value_text(Decimal("1E+3")) == "1000"
+    assert value_text(Decimal("1.500")) == "1.500"
+    assert value_text(Decimal("-0.000000125")) == "-0.000000125"
