@@ -428,3 +428,31 @@ __all__ = [
     "Timeouts",
     "TransportKind",
 ]
+
+
+# The device-import file (docs/device-import.md): the simulator writes it, the head-end's
+# `openhes meters import` reads it; these are its base columns, in order.
+DEVICE_IMPORT_FORMAT = "openhes-device-import/1"
+DEVICE_IMPORT_COLUMNS = (
+    "mRID",
+    "serial",
+    "name",
+    "protocol",
+    "transport",
+    "host",
+    "port",
+    "client_address",
+    "server_logical",
+    "server_physical",
+    "wport",
+    "authentication",
+    "password",
+    "security_policy",
+    "security_suite",
+    "encryption_key",
+    "authentication_key",
+    "system_title",
+    "invocation_counter_obis",
+    "time_zone",
+    "logical_device_name",
+)

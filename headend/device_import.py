@@ -26,6 +26,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from drivers.base import DEVICE_IMPORT_COLUMNS as BASE_COLUMNS
+from drivers.base import DEVICE_IMPORT_FORMAT as FORMAT
 from headend.keys import MasterKeyError
 from headend.registry import (
     CommPath,
@@ -40,30 +42,6 @@ from mdm.devices import Device
 from mdm.errors import MdmError
 from mdm.schema import DEVICE_KINDS, DEVICE_STATUSES
 
-FORMAT = "openhes-device-import/1"
-BASE_COLUMNS = (
-    "mRID",
-    "serial",
-    "name",
-    "protocol",
-    "transport",
-    "host",
-    "port",
-    "client_address",
-    "server_logical",
-    "server_physical",
-    "wport",
-    "authentication",
-    "password",
-    "security_policy",
-    "security_suite",
-    "encryption_key",
-    "authentication_key",
-    "system_title",
-    "invocation_counter_obis",
-    "time_zone",
-    "logical_device_name",
-)
 EXTENSION_COLUMNS = (
     "kind",
     "status",

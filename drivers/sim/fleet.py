@@ -22,36 +22,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from drivers.base import DEVICE_IMPORT_COLUMNS as ADDRESS_BOOK_FIELDS
+from drivers.base import DEVICE_IMPORT_FORMAT as ADDRESS_BOOK_FORMAT
 from drivers.sim.acse import Mechanism
 from drivers.sim.cosem import Level
 from drivers.sim.faults import FaultSpec, FaultSpecError, FleetFaults
 from drivers.sim.meter import ClientPolicy, Meter, MeterSpec, derive_keys
 from drivers.sim.server import Event, ServerConnection
 
-ADDRESS_BOOK_FORMAT = "openhes-device-import/1"
-ADDRESS_BOOK_FIELDS = (
-    "mRID",
-    "serial",
-    "name",
-    "protocol",
-    "transport",
-    "host",
-    "port",
-    "client_address",
-    "server_logical",
-    "server_physical",
-    "wport",
-    "authentication",
-    "password",
-    "security_policy",
-    "security_suite",
-    "encryption_key",
-    "authentication_key",
-    "system_title",
-    "invocation_counter_obis",
-    "time_zone",
-    "logical_device_name",
-)
 AUTHENTICATIONS = {"none": Mechanism.NONE, "low": Mechanism.LOW, "high_gmac": Mechanism.HIGH_GMAC}
 SECURITIES = ("none", "suite0")
 PUBLIC_SAP = 16
