@@ -29,12 +29,12 @@ from cim import namespaces as ns
 from cim.datetimes import parse_datetime
 from cim.errors import CimError, ErrorCode, Level
 from cim.namespaces import local_name
+from cim.xmlsafe import XmlLimits, parse_bytes
 from cim.xmltools import (
     Builder,
     ReadReport,
     bool_of,
     children,
-    datetime_of,
     element_path,
     int_of,
     text_of,
@@ -458,12 +458,7 @@ def _header_datetime_text(element: etree._Element, text: str | None) -> datetime
 
 
 def _header_datetime(element: etree._Element) -> datetime:
-    try:
-        return datetime_of(element)
-    except CimError as exc:
-        raise CimError(
-            ErrorCode.BAD_HEADER_VALUE, exc.reason, xpath=exc.xpath, line=exc.line
-        ) from None
+    return _header_datetime_text(element, element.text)
 
 
 def _header_bool(element: etree._Element) -> bool:
@@ -647,8 +642,6 @@ def decompress_payload(
     element: etree._Element, max_bytes: int = MAX_INFLATED_BYTES
 ) -> etree._Element:
     """Decode a Compressed payload (base64 of gzip, or of zlib/deflate as some send)."""
-    from cim.xmlsafe import XmlLimits, parse_bytes
-
     text = "".join((element.text or "").split())
     try:
         raw = base64.b64decode(text, validate=True)

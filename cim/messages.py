@@ -11,7 +11,6 @@ import importlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 from lxml import etree
@@ -47,15 +46,10 @@ class NounCodec:
     model: str
 
     def read(self, element: etree._Element, report: ReadReport) -> Any:
-        return getattr(_module(self.module), self.reader)(element, report)
+        return getattr(importlib.import_module(self.module), self.reader)(element, report)
 
     def build(self, model: Any) -> etree._Element:
-        return getattr(_module(self.module), self.builder)(model)
-
-
-@cache
-def _module(name: str) -> Any:
-    return importlib.import_module(name)
+        return getattr(importlib.import_module(self.module), self.builder)(model)
 
 
 CODECS: dict[str, NounCodec] = {
