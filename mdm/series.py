@@ -8,9 +8,9 @@ All timestamps are timezone-aware UTC; interval timestamps mark the *end* of the
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 # ReadingQualityType codes used by OpenHES (IEC 61968-9 Annex D; cim.codelists.quality).
@@ -63,30 +63,3 @@ class Series:
 
     def __len__(self) -> int:
         return len(self.points)
-
-    def expected_timestamps(self, start: datetime, end: datetime) -> Iterator[datetime]:
-        """Grid timestamps in (start, end]; interval ends aligned to the UTC epoch."""
-        if self.interval is None:
-            raise ValueError("a register series has no grid")
-        step = int(self.interval.total_seconds())
-        epoch = int(start.timestamp())
-        first = epoch - epoch % step + step
-        t = datetime.fromtimestamp(first, UTC)
-        while t <= end:
-            yield t
-            t += self.interval
-
-
-def on_grid(timestamp: datetime, interval: timedelta) -> bool:
-    return (
-        int(timestamp.timestamp()) % int(interval.total_seconds()) == 0
-        and timestamp.microsecond == 0
-    )
-
-
-def sorted_points(points: Iterable[Point]) -> list[Point]:
-    return sorted(points, key=lambda p: p.timestamp)
-
-
-def values(points: Sequence[Point]) -> list[Decimal | None]:
-    return [p.value for p in points]
