@@ -127,6 +127,12 @@ def cmd_meters_import(args: argparse.Namespace) -> int:
     return run_meters_import(args.file, args.database, dry_run=args.dry_run)
 
 
+# Subcommands defined in modules of their own: each has ``register(commands)``, which adds its
+# parsers to the subparsers action. Keep one module name per line.
+_COMMAND_MODULES: tuple[str, ...] = (
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="openhes",
@@ -218,6 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="load-profile interval in minutes, for OBIS codes",
     )
     describe.set_defaults(handler=cmd_describe)
+
+    import importlib
+
+    for name in _COMMAND_MODULES:
+        importlib.import_module(name).register(commands)
     return parser
 
 

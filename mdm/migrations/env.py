@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from alembic import context
 
-import headend.schema  # noqa: F401  (the head-end's tables share mdm.schema.metadata)
+import headend.all_tables  # noqa: F401  (every table shares mdm.schema.metadata)
 from mdm.migrate import include_object
 from mdm.schema import metadata
 
