@@ -1,0 +1,774 @@
+"""The persisted job store: jobs, their tasks and every attempt, in the database (tables of
+:mod:`headend.schema`), so any worker process can run any task and a job survives restarts.
+
+- :func:`create_job` writes a job and all its tasks in one transaction (100,000 tasks are one
+  executemany per chunk) and returns the task ids to publish.
+- :func:`load_task` gives a worker everything it needs to run a task (:class:`TaskSpec`): the
+  command for that device, the job's parameters, the attempts so far, its state (a finished
+  task is not run again) and the :class:`headend.jobs.Endpoint` built from the registry, keys
+  decrypted with the keyring.
+- :func:`begin_attempt` / :func:`end_attempt` record one session; :func:`mark_retry` a failure
+  that will be tried again. Finishing a task (with its data) is :mod:`headend.results`.
+- A job is ``queued`` until its first attempt starts, ``running`` until every task is
+  terminal, then ``completed`` (every task succeeded) or ``completed_with_errors``
+  (:func:`roll_up`; ``cancelled`` when every task was cancelled).
+- :func:`rerun_errors` makes a new job (kind ``rerun``, ``parent_id`` set) of a job's error
+  group: its failed and expired tasks.
+
+Task states and job states are the strings of :mod:`headend.schema`. ``error_code`` is a
+:class:`cim.errors.ErrorCode` code (``"7.2"``); an attempt's ``outcome`` is ``"ok"`` or the
+driver's cause (``"timeout"``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, exists, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from cim.errors import ErrorCode
+from drivers.errors import DriverError
+from headend import commands
+from headend.command_json import command_from_json, command_to_json, from_json, to_json
+from headend.jobs import Endpoint
+from headend.keys import Keyring, MasterKeyError
+from headend.registry import CommPath, Registry
+from headend.schema import (
+    FINISHED_JOB_STATES,
+    OPEN_TASK_STATES,
+    TASK_STATES,
+    TERMINAL_TASK_STATES,
+    jobs,
+    task_attempts,
+    tasks,
+)
+from mdm.database import Store, reading, transaction
+from mdm.errors import MdmError
+from mdm.schema import devices
+
+_CHUNK = 10_000
+
+
+class JobNotFound(LookupError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job {job_id!r}")
+        self.job_id = job_id
+
+
+class TaskNotFound(LookupError):
+    def __init__(self, task_id: int) -> None:
+        super().__init__(f"no task {task_id}")
+        self.task_id = task_id
+
+
+class TaskFinished(RuntimeError):
+    """The task is already in a terminal state: it is not run (or finished) again."""
+
+    def __init__(self, task_id: int, state: str) -> None:
+        super().__init__(f"task {task_id} is already {state}")
+        self.task_id = task_id
+        self.state = state
+
+
+def error_code_text(code: ErrorCode | str | None) -> str | None:
+    """The stored form of an error code: the ErrorCode's code string."""
+    if code is None or isinstance(code, str):
+        return code
+    return code.code
+
+
+# --- creating -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    job_id: str
+    priority: int
+    tasks: list[tuple[int, str]]  # (task id, idempotency key), in device order
+    existing: bool = False
+
+
+def task_key(job_id: str, mrid: str) -> str:
+    """A task's idempotency key: unique per job and device."""
+    return f"{job_id}/{mrid}"
+
+
+def find_job_by_key(db: Store | Connection, idempotency_key: str) -> str | None:
+    with reading(db) as conn:
+        return conn.execute(
+            select(jobs.c.id).where(jobs.c.idempotency_key == idempotency_key)
+        ).scalar_one_or_none()
+
+
+def create_job(
+    store: Store,
+    *,
+    kind: str,
+    name: str,
+    command: commands.Command,
+    devices: Sequence[tuple[int, str]],
+    priority: int,
+    parameters: Mapping[str, Any] | None = None,
+    idempotency_key: str | None = None,
+    parent_id: str | None = None,
+    schedule_id: int | None = None,
+    created_by: str = "system",
+    deadline: datetime | None = None,
+    job_id: str | None = None,
+) -> NewJob:
+    """Write the job and one queued task per (device id, mRID), all or nothing. With an
+    ``idempotency_key`` already used, nothing is written and the existing job is returned
+    (``existing=True``, no tasks to publish)."""
+    if not devices:
+        raise ValueError("a job needs at least one device")
+    job_id = job_id or uuid.uuid4().hex
+    now = datetime.now(UTC)
+    command_text = command_to_json(command)
+    parameters_text = to_json(dict(parameters or {}))
+    if idempotency_key is not None:
+        existing = find_job_by_key(store, idempotency_key)
+        if existing is not None:
+            return NewJob(existing, priority, [], existing=True)
+    try:
+        with transaction(store) as conn:
+            conn.execute(
+                insert(jobs).values(
+                    id=job_id,
+                    kind=kind,
+                    name=name[:200],
+                    priority=int(priority),
+                    state="queued",
+                    command=command_text,
+                    parameters=parameters_text,
+                    idempotency_key=idempotency_key,
+                    parent_id=parent_id,
+                    schedule_id=schedule_id,
+                    created_by=created_by[:64],
+                    created_at=now,
+                    total=len(devices),
+                )
+            )
+            for start in range(0, len(devices), _CHUNK):
+                conn.execute(
+                    insert(tasks),
+                    [
+                        {
+                            "job_id": job_id,
+                            "device_id": device_id,
+                            "mrid": mrid,
+                            "state": "queued",
+                            "attempts": 0,
+                            "path": None,
+                            "on_backup": False,
+                            "idempotency_key": task_key(job_id, mrid),
+                            "deadline": deadline,
+                            "created_at": now,
+                        }
+                        for device_id, mrid in devices[start : start + _CHUNK]
+                    ],
+                )
+            rows = conn.execute(
+                select(tasks.c.id, tasks.c.idempotency_key)
+                .where(tasks.c.job_id == job_id)
+                .order_by(tasks.c.id)
+            ).all()
+    except IntegrityError:
+        if idempotency_key is not None:
+            existing = find_job_by_key(store, idempotency_key)
+            if existing is not None:  # a concurrent submission with the same key won
+                return NewJob(existing, priority, [], existing=True)
+        raise
+    return NewJob(job_id, int(priority), [(row.id, row.idempotency_key) for row in rows])
+
+
+# --- running ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """What a worker needs to run one task. ``endpoint`` is None when the registry cannot
+    build it any more (``problem`` says why: meter removed, keys not decryptable...)."""
+
+    task_id: int
+    job_id: str
+    mrid: str
+    command: commands.Command
+    parameters: dict[str, Any]
+    state: str
+    attempts: int
+    idempotency_key: str
+    deadline: datetime | None
+    endpoint: Endpoint | None
+    priority: int = 0
+    device_id: int = 0
+    time_zone: str = "UTC"
+    device_type: str | None = None
+    path: str | None = None
+    on_backup: bool = False
+    problem: str | None = None
+    problem_code: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL_TASK_STATES
+
+
+def path_name(path: CommPath) -> str:
+    """The name the throttles count a communication path by: the address a session goes to
+    (meters behind one gateway share it)."""
+    if path.serial_port:
+        return f"serial:{path.serial_port}"
+    return f"{path.transport}://{path.host}:{path.port}"
+
+
+def device_type_of(manufacturer: str | None, model: str | None) -> str | None:
+    text = " ".join(p for p in (manufacturer, model) if p)
+    return text[:129] or None
+
+
+def endpoint_for(registry: Registry, mrid: str) -> Endpoint:
+    """The Endpoint of a registered meter (raises MdmError or MasterKeyError)."""
+    record = registry.get(mrid)
+    primary = registry.connection_params(record, "primary")
+    backup = registry.connection_params(record, "backup") if record.backup is not None else None
+    return Endpoint(
+        device_id=mrid,
+        primary=primary,
+        primary_path=path_name(record.primary),
+        backup=backup,
+        backup_path=path_name(record.backup) if record.backup is not None else None,
+    )
+
+
+def load_task(
+    store: Store,
+    task_id: int,
+    *,
+    keyring: Keyring | None = None,
+    registry: Registry | None = None,
+) -> TaskSpec | None:
+    """The task with its command, parameters, state and endpoint; None if there is no such
+    task. The keyring defaults to the environment's master key (only read when the meter's
+    security profile has secrets)."""
+    query = (
+        select(
+            tasks,
+            jobs.c.command,
+            jobs.c.parameters,
+            jobs.c.priority,
+            devices.c.time_zone,
+            devices.c.manufacturer,
+            devices.c.model,
+        )
+        .join(jobs, jobs.c.id == tasks.c.job_id)
+        .join(devices, devices.c.id == tasks.c.device_id)
+        .where(tasks.c.id == task_id)
+    )
+    with reading(store) as conn:
+        row = conn.execute(query).one_or_none()
+    if row is None:
+        return None
+    template = command_from_json(row.command)
+    command = dataclasses.replace(template, device=row.mrid, idempotency_key=row.idempotency_key)
+    endpoint: Endpoint | None = None
+    problem: str | None = None
+    problem_code: str | None = None
+    if row.state not in TERMINAL_TASK_STATES:
+        try:
+            endpoint = endpoint_for(registry or Registry(store, keyring), row.mrid)
+        except MdmError as exc:
+            problem, problem_code = exc.reason, exc.error.code
+        except MasterKeyError as exc:
+            problem, problem_code = str(exc), ErrorCode.INTERNAL.code
+        except DriverError as exc:  # ConnectionParams refused what is stored
+            problem, problem_code = exc.message, ErrorCode.BAD_VALUE.code
+    return TaskSpec(
+        task_id=row.id,
+        job_id=row.job_id,
+        mrid=row.mrid,
+        command=command,
+        parameters=from_json(row.parameters),
+        state=row.state,
+        attempts=row.attempts,
+        idempotency_key=row.idempotency_key,
+        deadline=row.deadline,
+        endpoint=endpoint,
+        priority=row.priority,
+        device_id=row.device_id,
+        time_zone=row.time_zone,
+        device_type=device_type_of(row.manufacturer, row.model),
+        path=row.path,
+        on_backup=bool(row.on_backup),
+        problem=problem,
+        problem_code=problem_code,
+    )
+
+
+def begin_attempt(store: Store, task_id: int, *, path: str, worker: str) -> int:
+    """Record the start of an attempt (the task becomes ``running``, the job too if it was
+    queued); returns the attempt's number (1 for the first). Raises TaskFinished for a task
+    in a terminal state and TaskNotFound for an unknown one."""
+    now = datetime.now(UTC)
+    with transaction(store) as conn:
+        row = conn.execute(
+            select(tasks.c.state, tasks.c.attempts, tasks.c.job_id, tasks.c.device_id)
+            .where(tasks.c.id == task_id)
+            .with_for_update()
+        ).one_or_none()
+        if row is None:
+            raise TaskNotFound(task_id)
+        if row.state in TERMINAL_TASK_STATES:
+            raise TaskFinished(task_id, row.state)
+        number = row.attempts + 1
+        conn.execute(
+            update(tasks)
+            .where(tasks.c.id == task_id)
+            .values(
+                state="running",
+                attempts=number,
+                path=path,
+                started_at=func.coalesce(tasks.c.started_at, now),
+            )
+        )
+        maker = conn.execute(
+            select(devices.c.manufacturer, devices.c.model).where(devices.c.id == row.device_id)
+        ).one()
+        conn.execute(
+            insert(task_attempts).values(
+                task_id=task_id,
+                number=number,
+                path=path[:255],
+                started_at=now,
+                worker=worker[:128],
+                bytes_sent=0,
+                bytes_received=0,
+                device_type=device_type_of(maker.manufacturer, maker.model),
+            )
+        )
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.id == row.job_id, jobs.c.state == "queued")
+            .values(state="running", started_at=now)
+        )
+    return number
+
+
+def end_attempt(
+    store: Store,
+    task_id: int,
+    number: int,
+    *,
+    outcome: str,
+    detail: str | None,
+    bytes_sent: int = 0,
+    bytes_received: int = 0,
+) -> None:
+    """Record how an attempt ended: ``outcome`` "ok" or the cause of its failure."""
+    with transaction(store) as conn:
+        done = conn.execute(
+            update(task_attempts)
+            .where(task_attempts.c.task_id == task_id, task_attempts.c.number == number)
+            .values(
+                finished_at=datetime.now(UTC),
+                outcome=outcome[:64],
+                detail=detail,
+                bytes_sent=bytes_sent,
+                bytes_received=bytes_received,
+            )
+        )
+        if done.rowcount == 0:
+            raise TaskNotFound(task_id)
+
+
+def mark_retry(
+    store: Store,
+    task_id: int,
+    *,
+    error_code: ErrorCode | str | None,
+    error_text: str | None,
+    path: str | None,
+    on_backup: bool,
+) -> bool:
+    """The last attempt failed and the task will be tried again (``retry_wait``); False if
+    the task was already finished (nothing changed)."""
+    with transaction(store) as conn:
+        done = conn.execute(
+            update(tasks)
+            .where(tasks.c.id == task_id, tasks.c.state.not_in(TERMINAL_TASK_STATES))
+            .values(
+                state="retry_wait",
+                error_code=error_code_text(error_code),
+                error_text=error_text,
+                path=path,
+                on_backup=on_backup,
+            )
+        )
+    return done.rowcount > 0
+
+
+def finish_task(
+    conn: Connection,
+    task_id: int,
+    *,
+    state: str,
+    error_code: ErrorCode | str | None = None,
+    error_text: str | None = None,
+    result: Mapping[str, Any] | None = None,
+) -> bool:
+    """Move the task to a terminal ``state`` inside the caller's transaction; False (and
+    nothing written) when it already was in one. On PostgreSQL the row lock taken here makes
+    a concurrent finisher of the same task wait, then find it finished."""
+    if state not in TERMINAL_TASK_STATES:
+        raise ValueError(f"{state!r} is not a terminal task state")
+    done = conn.execute(
+        update(tasks)
+        .where(tasks.c.id == task_id, tasks.c.state.not_in(TERMINAL_TASK_STATES))
+        .values(
+            state=state,
+            error_code=error_code_text(error_code),
+            error_text=error_text,
+            finished_at=datetime.now(UTC),
+            result=json.dumps(result, sort_keys=True) if result is not None else None,
+        )
+    )
+    return done.rowcount > 0
+
+
+def set_result(conn: Connection, task_id: int, result: Mapping[str, Any]) -> None:
+    conn.execute(
+        update(tasks).where(tasks.c.id == task_id).values(result=json.dumps(result, sort_keys=True))
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    job_id: str
+    state: str
+    counts: dict[str, int]
+
+
+def roll_up(conn: Connection, job_id: str) -> Finished | None:
+    """After a task was finished in ``conn``'s transaction: when no task of the job is open
+    any more, the job gets its final state (returned); else None. The job row is locked first,
+    so of two concurrent finishers of a job's last tasks exactly one sees them all done."""
+    job = conn.execute(
+        select(jobs.c.state).where(jobs.c.id == job_id).with_for_update()
+    ).one_or_none()
+    if job is None or job.state in FINISHED_JOB_STATES:
+        return None
+    still_open = conn.execute(
+        select(exists().where(and_(tasks.c.job_id == job_id, tasks.c.state.in_(OPEN_TASK_STATES))))
+    ).scalar()
+    if still_open:
+        return None
+    counts = _counts(conn, job_id)
+    if counts["succeeded"] == counts["total"]:
+        state = "completed"
+    elif counts["cancelled"] == counts["total"]:
+        state = "cancelled"
+    else:
+        state = "completed_with_errors"
+    now = datetime.now(UTC)
+    conn.execute(
+        update(jobs)
+        .where(jobs.c.id == job_id)
+        .values(state=state, finished_at=now, started_at=func.coalesce(jobs.c.started_at, now))
+    )
+    return Finished(job_id, state, counts)
+
+
+def cancel_job(store: Store, job_id: str) -> Finished | None:
+    """Cancel the tasks not started (queued or waiting for a retry); running ones finish.
+    Returns the job's final state if that finished it."""
+    with transaction(store) as conn:
+        if conn.execute(select(jobs.c.id).where(jobs.c.id == job_id)).first() is None:
+            raise JobNotFound(job_id)
+        conn.execute(
+            update(tasks)
+            .where(tasks.c.job_id == job_id, tasks.c.state.in_(("queued", "retry_wait")))
+            .values(state="cancelled", finished_at=datetime.now(UTC))
+        )
+        return roll_up(conn, job_id)
+
+
+# --- reading ------------------------------------------------------------------------------
+
+
+def _counts(conn: Connection, job_id: str) -> dict[str, int]:
+    out = dict.fromkeys(TASK_STATES, 0)
+    query = (
+        select(tasks.c.state, func.count()).where(tasks.c.job_id == job_id).group_by(tasks.c.state)
+    )
+    for state, n in conn.execute(query):
+        out[state] = n
+    out["total"] = sum(out[s] for s in TASK_STATES)
+    out["done"] = sum(out[s] for s in TERMINAL_TASK_STATES)
+    return out
+
+
+def counts(db: Store | Connection, job_id: str) -> dict[str, int]:
+    """Tasks per state (every state, 0 included), plus ``total`` and ``done``."""
+    with reading(db) as conn:
+        return _counts(conn, job_id)
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    id: str
+    kind: str
+    name: str
+    priority: int
+    state: str
+    command: commands.Command
+    parameters: dict[str, Any]
+    idempotency_key: str | None
+    parent_id: str | None
+    schedule_id: int | None
+    created_by: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    total: int
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED_JOB_STATES
+
+
+def _job_record(row: Any) -> JobRecord:
+    return JobRecord(
+        id=row.id,
+        kind=row.kind,
+        name=row.name,
+        priority=row.priority,
+        state=row.state,
+        command=command_from_json(row.command),
+        parameters=from_json(row.parameters),
+        idempotency_key=row.idempotency_key,
+        parent_id=row.parent_id,
+        schedule_id=row.schedule_id,
+        created_by=row.created_by,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        total=row.total,
+    )
+
+
+def get_job(db: Store | Connection, job_id: str) -> JobRecord:
+    with reading(db) as conn:
+        row = conn.execute(select(jobs).where(jobs.c.id == job_id)).one_or_none()
+    if row is None:
+        raise JobNotFound(job_id)
+    return _job_record(row)
+
+
+def job_state(db: Store | Connection, job_id: str) -> str:
+    with reading(db) as conn:
+        state = conn.execute(select(jobs.c.state).where(jobs.c.id == job_id)).scalar()
+    if state is None:
+        raise JobNotFound(job_id)
+    return state
+
+
+def list_jobs(
+    db: Store | Connection,
+    *,
+    state: str | None = None,
+    kind: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> list[JobRecord]:
+    """Jobs, newest first."""
+    query = select(jobs).order_by(jobs.c.created_at.desc(), jobs.c.id)
+    if state is not None:
+        query = query.where(jobs.c.state == state)
+    if kind is not None:
+        query = query.where(jobs.c.kind == kind)
+    with reading(db) as conn:
+        rows = conn.execute(query.limit(limit).offset(offset)).all()
+    return [_job_record(row) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    id: int
+    mrid: str
+    state: str
+    attempts: int
+    error_code: str | None
+    error_text: str | None
+    result: dict[str, Any] | None
+    path: str | None
+    on_backup: bool
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+def task_records(
+    db: Store | Connection, job_id: str, *, states: Sequence[str] | None = None
+) -> Iterator[TaskRecord]:
+    """The job's tasks in creation order (optionally only those in ``states``)."""
+    query = select(tasks).where(tasks.c.job_id == job_id).order_by(tasks.c.id)
+    if states is not None:
+        query = query.where(tasks.c.state.in_(list(states)))
+    with reading(db) as conn:
+        for row in conn.execute(query):
+            yield TaskRecord(
+                id=row.id,
+                mrid=row.mrid,
+                state=row.state,
+                attempts=row.attempts,
+                error_code=row.error_code,
+                error_text=row.error_text,
+                result=json.loads(row.result) if row.result else None,
+                path=row.path,
+                on_backup=bool(row.on_backup),
+                started_at=row.started_at,
+                finished_at=row.finished_at,
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    number: int
+    path: str
+    started_at: datetime
+    finished_at: datetime | None
+    outcome: str | None
+    detail: str | None
+    worker: str | None
+    bytes_sent: int
+    bytes_received: int
+    device_type: str | None
+
+
+def attempts_of(db: Store | Connection, task_id: int) -> list[AttemptRecord]:
+    query = (
+        select(task_attempts)
+        .where(task_attempts.c.task_id == task_id)
+        .order_by(task_attempts.c.number)
+    )
+    with reading(db) as conn:
+        return [
+            AttemptRecord(
+                number=r.number,
+                path=r.path,
+                started_at=r.started_at,
+                finished_at=r.finished_at,
+                outcome=r.outcome,
+                detail=r.detail,
+                worker=r.worker,
+                bytes_sent=r.bytes_sent,
+                bytes_received=r.bytes_received,
+                device_type=r.device_type,
+            )
+            for r in conn.execute(query)
+        ]
+
+
+ERROR_GROUP = ("failed", "expired")
+
+
+def error_group(db: Store | Connection, job_id: str) -> list[tuple[int, str]]:
+    """(device id, mRID) of the job's failed and expired tasks, in task order."""
+    query = (
+        select(tasks.c.device_id, tasks.c.mrid)
+        .where(tasks.c.job_id == job_id, tasks.c.state.in_(ERROR_GROUP))
+        .order_by(tasks.c.id)
+    )
+    with reading(db) as conn:
+        if conn.execute(select(jobs.c.id).where(jobs.c.id == job_id)).first() is None:
+            raise JobNotFound(job_id)
+        return [(row.device_id, row.mrid) for row in conn.execute(query)]
+
+
+def open_tasks(
+    db: Store | Connection, job_id: str | None = None
+) -> list[tuple[int, str, int, str]]:
+    """(task id, job id, job priority, idempotency key) of tasks not finished (queued,
+    running, waiting for a retry), oldest first: what to publish again after a restart."""
+    query = (
+        select(tasks.c.id, tasks.c.job_id, jobs.c.priority, tasks.c.idempotency_key)
+        .join(jobs, jobs.c.id == tasks.c.job_id)
+        .where(tasks.c.state.in_(OPEN_TASK_STATES))
+        .order_by(tasks.c.id)
+    )
+    if job_id is not None:
+        query = query.where(tasks.c.job_id == job_id)
+    with reading(db) as conn:
+        return [(r.id, r.job_id, r.priority, r.idempotency_key) for r in conn.execute(query)]
+
+
+def rerun_errors(
+    store: Store,
+    job_id: str,
+    *,
+    created_by: str = "system",
+    idempotency_key: str | None = None,
+    priority: int | None = None,
+) -> NewJob:
+    """A new job (kind ``rerun``, ``parent_id`` = ``job_id``) of the job's error group, same
+    command and parameters. Raises JobNotFound, or ValueError when the group is empty."""
+    parent = get_job(store, job_id)
+    group = error_group(store, job_id)
+    if not group:
+        raise ValueError(f"job {job_id} has no failed or expired tasks to re-run")
+    return create_job(
+        store,
+        kind="rerun",
+        name=f"{parent.name} (errors)",
+        command=parent.command,
+        devices=group,
+        priority=parent.priority if priority is None else priority,
+        parameters=parent.parameters,
+        idempotency_key=idempotency_key,
+        parent_id=job_id,
+        schedule_id=parent.schedule_id,
+        created_by=created_by,
+    )
+
+
+__all__ = [
+    "ERROR_GROUP",
+    "AttemptRecord",
+    "Finished",
+    "JobNotFound",
+    "JobRecord",
+    "NewJob",
+    "TaskFinished",
+    "TaskNotFound",
+    "TaskRecord",
+    "TaskSpec",
+    "attempts_of",
+    "begin_attempt",
+    "cancel_job",
+    "counts",
+    "create_job",
+    "device_type_of",
+    "end_attempt",
+    "endpoint_for",
+    "error_code_text",
+    "error_group",
+    "find_job_by_key",
+    "finish_task",
+    "get_job",
+    "job_state",
+    "list_jobs",
+    "load_task",
+    "mark_retry",
+    "open_tasks",
+    "path_name",
+    "rerun_errors",
+    "roll_up",
+    "set_result",
+    "task_key",
+    "task_records",
+]

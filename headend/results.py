@@ -1,0 +1,411 @@
+"""A task's driver result into mdm, in ONE transaction with the task's final state.
+
+:func:`complete_task` takes what a worker got from the meter:
+
+- :class:`headend.commands.Readings`: register values and load-profile rows become
+  :class:`mdm.normalise.RawValue` (OBIS as the source id, the raw integer with its scaler and
+  unit, status bits, the meter's time as it sent it with its DST flag: mdm normalises it in
+  the device's time zone) and go through :func:`mdm.ingest.ingest`. A register without a
+  capture time is stamped with the time the result is stored. A load profile's interval is
+  the most common spacing of its rows (a single row: the job parameter ``interval_minutes``,
+  else 15). Values of channels mdm has no ReadingType for (an OBIS code outside the mapping,
+  a non-value column) are not stored; the task's result lists them under ``unmapped``.
+- :class:`headend.commands.Events`: log entries become :class:`mdm.events.EndDeviceEvent`
+  (the IDIS event code mapped to an EndDeviceEventType, the DLMS code and log kept in the
+  details) and are stored with :func:`mdm.events.store_events`; only new ones are announced.
+- :class:`headend.commands.ControlOutcome`: the task's result is
+  ``{"action", "state", "verified", "operated"}``; a control whose read-back does not show it
+  took effect fails with DEVICE_ERROR (its result is kept).
+- a :class:`headend.commands.Failure` is :func:`fail_task`.
+
+If mdm refuses the data (a time in the DST gap, a value that does not fit...), nothing of it
+is stored and the task fails with mdm's error code. A task already finished (a redelivered
+message, a second worker) is not finished again: the state is checked and changed under the
+same transaction's row lock, and the call returns no events.
+
+Both return the :mod:`headend.events` to publish once committed: ReadingsStored,
+EventsStored, ControlDone, and JobFinished when this was the job's last open task.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from cim.errors import ErrorCode
+from drivers.base import MeterEvent, ProfileRow, RegisterValue
+from headend import commands
+from headend.events import ControlDone, EventsStored, HeadEndEvent, JobFinished, ReadingsStored
+from headend.jobstore import TaskSpec, error_code_text, finish_task, roll_up, set_result
+from mdm.database import Store, transaction
+from mdm.errors import MdmError
+from mdm.events import EndDeviceEvent, store_events
+from mdm.ingest import ingest
+from mdm.normalise import Ambiguous, RawValue, Refused, channel, to_utc
+from mdm.schema import events as events_table
+
+DEFAULT_INTERVAL_MINUTES = 15
+FAILED_STATES = ("failed", "expired", "cancelled")
+UNKNOWN_EVENT = "3.17.43.0"  # electric meter, logs, event, (not mapped)
+
+#: IDIS / DLMS standard event codes -> IEC 61968-9 EndDeviceEventType.
+EVENT_TYPES: dict[int, str] = {
+    1: "3.26.0.47",  # power down: power, loss detected
+    2: "3.26.0.216",  # power up: power restored
+    4: "3.36.114.24",  # clock adjusted (old time): clock, time, changed
+    5: "3.36.114.24",  # clock adjusted (new time)
+    17: "3.11.0.280",  # firmware ready for activation
+    18: "3.11.0.4",  # firmware activated
+    40: "3.12.29.39",  # terminal cover removed: security, cover, opened
+    41: "3.12.29.16",  # terminal cover closed
+    46: "3.12.1.38",  # authentication failure: security, access, not authorized
+    59: "3.31.0.11",  # ready for reconnection: RCD switch, armed for closure
+    61: "3.31.0.42",  # manual connection: RCD switch, connected
+    62: "3.31.0.68",  # remote disconnection: RCD switch, disconnected
+    63: "3.31.0.42",  # remote connection
+    76: "3.26.131.223",  # under voltage L1: power, phase A voltage, sag started
+    79: "3.26.131.248",  # over voltage L1: swell started
+    82: "3.26.131.47",  # missing voltage L1: loss detected
+}
+
+
+def event_type_for(code: int) -> str:
+    return EVENT_TYPES.get(code, UNKNOWN_EVENT)
+
+
+# --- mapping --------------------------------------------------------------------------------
+
+
+def _iso(ts: datetime | None) -> str | None:
+    return ts.isoformat().replace("+00:00", "Z") if ts is not None else None
+
+
+def interval_minutes(rows: Sequence[ProfileRow], parameters: Mapping[str, Any]) -> int:
+    """The profile's capture period in minutes: the most common spacing of its rows."""
+    spacing: Counter[int] = Counter()
+    for a, b in itertools.pairwise(rows):
+        if (a.timestamp.tzinfo is None) != (b.timestamp.tzinfo is None):
+            continue
+        seconds = (b.timestamp - a.timestamp).total_seconds()
+        if seconds > 0 and seconds % 60 == 0:
+            spacing[int(seconds // 60)] += 1
+    if spacing:
+        return spacing.most_common(1)[0][0]
+    given = parameters.get("interval_minutes")
+    return given if isinstance(given, int) and given > 0 else DEFAULT_INTERVAL_MINUTES
+
+
+def _raw(
+    mrid: str,
+    value: RegisterValue,
+    time: datetime,
+    status: int | None,
+    dst: bool | None,
+    interval: int | None,
+    task: str,
+) -> RawValue:
+    return RawValue(
+        device=mrid,
+        source_id=value.obis,
+        time=time,
+        value=value.raw,
+        unit=value.unit,
+        scaler=value.scaler,
+        status=status or 0,
+        dst=dst,
+        interval_minutes=interval,
+        source_task=task,
+    )
+
+
+def raw_values(
+    spec: TaskSpec, result: commands.Readings, *, read_at: datetime
+) -> tuple[list[RawValue], dict[str, str]]:
+    """The values to ingest, and the channels left out (source id -> why)."""
+    task = str(spec.task_id)
+    rows: list[RawValue] = []
+    for value in result.registers:
+        time = value.capture_time or read_at
+        rows.append(_raw(spec.mrid, value, time, value.status, None, None, task))
+    if result.profile:
+        interval = interval_minutes(result.profile, spec.parameters)
+        for row in result.profile:
+            for value in row.values.values():
+                status = value.status if value.status is not None else row.status
+                rows.append(_raw(spec.mrid, value, row.timestamp, status, row.dst, interval, task))
+    unmapped: dict[str, str] = {}
+    known: dict[tuple[str, int | None, str, int], bool] = {}
+    kept: list[RawValue] = []
+    for raw in rows:
+        key = (raw.source_id, raw.interval_minutes, raw.unit, raw.scaler)
+        ok = known.get(key)
+        if ok is None:
+            try:
+                channel(raw.source_id, raw.interval_minutes, None, raw.unit, raw.scaler)
+                ok = True
+            except (Refused, TypeError) as exc:
+                ok = False
+                unmapped.setdefault(raw.source_id, str(exc))
+            known[key] = ok
+        if ok:
+            kept.append(raw)
+    return kept, unmapped
+
+
+def _utc(time: datetime, dst: bool | None, zone: str) -> datetime:
+    try:
+        return to_utc(time, dst, zone)
+    except Ambiguous as exc:
+        return exc.earlier
+
+
+def _readings_stored(
+    spec: TaskSpec, rows: Sequence[RawValue]
+) -> tuple[ReadingsStored | None, dict[str, Any]]:
+    if not rows:
+        return None, {"start": None, "end": None}
+    stamps = [_utc(r.time, r.dst, spec.time_zone) for r in rows]
+    codes = sorted(
+        {
+            channel(r.source_id, r.interval_minutes, r.reading_type, r.unit, r.scaler).code
+            for r in rows
+        }
+    )
+    start, end = min(stamps), max(stamps)
+    event = ReadingsStored(spec.job_id, spec.mrid, start, end, len(rows), tuple(codes))
+    return event, {"start": _iso(start), "end": _iso(end)}
+
+
+def end_device_events(spec: TaskSpec, events: Sequence[MeterEvent]) -> list[EndDeviceEvent]:
+    out = []
+    for e in events:
+        details: dict[str, Any] = {"dlms_code": e.code, "log": e.log}
+        for name, value in e.details:
+            details[str(name)] = value.hex() if isinstance(value, bytes) else value
+        time = e.timestamp
+        if time.tzinfo is None or time.utcoffset() is None:
+            try:
+                time = _utc(time, e.dst, spec.time_zone)
+            except Refused:  # a wall time the zone skips: the meter's clock, taken as is
+                time = _utc(time, None, "UTC")
+                details["time_note"] = "wall time not in the meter's zone; read as UTC"
+        out.append(
+            EndDeviceEvent(
+                device=spec.mrid,
+                event_type=event_type_for(e.code),
+                time=time.astimezone(UTC),
+                details=details,
+                source_task=str(spec.task_id),
+            )
+        )
+    return out
+
+
+def _new_events(conn: Connection, spec: TaskSpec, items: list[EndDeviceEvent]) -> list:
+    """The events not stored yet (and each once)."""
+    if not items:
+        return []
+    lo = min(e.time for e in items)
+    hi = max(e.time for e in items)
+    stored = {
+        (ts.astimezone(UTC), code)
+        for ts, code in conn.execute(
+            select(events_table.c.ts, events_table.c.event_type).where(
+                events_table.c.device_id == spec.device_id,
+                events_table.c.ts >= lo,
+                events_table.c.ts <= hi,
+            )
+        )
+    }
+    out = []
+    for e in items:
+        key = (e.time, e.event_type)
+        if key not in stored:
+            stored.add(key)
+            out.append(e)
+    return out
+
+
+def control_result(outcome: commands.ControlOutcome) -> dict[str, Any]:
+    state = outcome.switch.control_state.name.lower() if outcome.switch is not None else None
+    result: dict[str, Any] = {
+        "action": outcome.command.action.value,
+        "state": state,
+        "verified": outcome.verified,
+        "operated": not outcome.already,
+    }
+    if outcome.clock is not None:
+        result["clock"] = outcome.clock.time.isoformat()
+    return result
+
+
+def _other_result(result: object) -> dict[str, Any]:
+    if isinstance(result, commands.PingOutcome):
+        return {
+            "logical_device_name": result.ping.logical_device_name,
+            "round_trip_s": result.ping.round_trip_s,
+        }
+    if isinstance(result, commands.FirmwareOutcome):
+        p = result.progress
+        return {
+            "phase": p.phase,
+            "status": p.status.name.lower(),
+            "blocks_total": p.blocks_total,
+            "blocks_sent": p.blocks_sent,
+            "blocks_resent": p.blocks_resent,
+        }
+    if isinstance(result, commands.ConfigurationOutcome):
+        return {"applied": len(result.applied), "asked": len(result.command.settings)}
+    raise TypeError(f"{type(result).__name__} is not a task result")
+
+
+# --- finishing --------------------------------------------------------------------------------
+
+
+def _job_finished(conn: Connection, job_id: str) -> list[HeadEndEvent]:
+    done = roll_up(conn, job_id)
+    return [JobFinished(done.job_id, done.state, done.counts)] if done is not None else []
+
+
+def complete_task(
+    store: Store, spec: TaskSpec, result: object, *, read_at: datetime | None = None
+) -> list[HeadEndEvent]:
+    """Store ``result`` and finish the task (see the module docstring); returns the events to
+    publish after this returns (empty when the task had already been finished)."""
+    if isinstance(result, commands.Failure):
+        return fail_task(
+            store, spec, state="failed", error_code=result.error, error_text=result.message
+        )
+    read_at = read_at or datetime.now(UTC).replace(microsecond=0)
+    try:
+        with transaction(store) as conn:
+            return _complete(conn, spec, result, read_at)
+    except MdmError as exc:
+        return fail_task(store, spec, state="failed", error_code=exc.error, error_text=str(exc))
+
+
+def _complete(
+    conn: Connection, spec: TaskSpec, result: object, read_at: datetime
+) -> list[HeadEndEvent]:
+    out: list[HeadEndEvent] = []
+    if isinstance(result, commands.ControlOutcome):
+        payload = control_result(result)
+        error = None if result.verified else ErrorCode.DEVICE_ERROR
+        text = None
+        if error is not None:
+            text = f"the meter reports {payload['state']} after {payload['action']}"
+        state = "succeeded" if error is None else "failed"
+        if not finish_task(
+            conn, spec.task_id, state=state, error_code=error, error_text=text, result=payload
+        ):
+            return []
+        out.append(
+            ControlDone(
+                spec.job_id,
+                spec.mrid,
+                payload["action"],
+                payload["state"],
+                result.verified,
+                error_code_text(error),
+            )
+        )
+        return out + _job_finished(conn, spec.job_id)
+    if isinstance(result, commands.PingOutcome | commands.FirmwareOutcome):
+        return _finish_other(conn, spec, result)
+    if isinstance(result, commands.ConfigurationOutcome):
+        return _finish_other(conn, spec, result)
+    if not isinstance(result, commands.Readings | commands.Events):
+        raise TypeError(f"{type(result).__name__} is not a task result")
+    if not finish_task(conn, spec.task_id, state="succeeded"):
+        return []  # already finished: nothing is stored twice
+    if isinstance(result, commands.Readings):
+        rows, unmapped = raw_values(spec, result, read_at=read_at)
+        ingest(conn, rows, who="headend", reason=f"task {spec.task_id}")
+        event, window = _readings_stored(spec, rows)
+        payload: dict[str, Any] = {
+            "readings": len(rows),
+            "registers": len(result.registers),
+            "events": 0,
+            **window,
+        }
+        if unmapped:
+            payload["unmapped"] = unmapped
+        if event is not None:
+            out.append(event)
+    else:
+        items = end_device_events(spec, result.events)
+        new = _new_events(conn, spec, items)
+        store_events(conn, new)
+        stamps = [e.time for e in items]
+        payload = {
+            "readings": 0,
+            "registers": 0,
+            "events": len(items),
+            "new_events": len(new),
+            "start": _iso(min(stamps)) if stamps else None,
+            "end": _iso(max(stamps)) if stamps else None,
+        }
+        if new:
+            out.append(EventsStored(spec.job_id, spec.mrid, tuple(new)))
+    set_result(conn, spec.task_id, payload)
+    return out + _job_finished(conn, spec.job_id)
+
+
+def _finish_other(
+    conn: Connection,
+    spec: TaskSpec,
+    result: commands.PingOutcome | commands.FirmwareOutcome | commands.ConfigurationOutcome,
+) -> list[HeadEndEvent]:
+    payload = _other_result(result)
+    ok = result.ok
+    if not finish_task(
+        conn,
+        spec.task_id,
+        state="succeeded" if ok else "failed",
+        error_code=None if ok else ErrorCode.DEVICE_ERROR,
+        error_text=None if ok else "the device did not complete the operation",
+        result=payload,
+    ):
+        return []
+    return _job_finished(conn, spec.job_id)
+
+
+def fail_task(
+    store: Store,
+    spec: TaskSpec,
+    *,
+    state: str,
+    error_code: ErrorCode | str,
+    error_text: str,
+) -> list[HeadEndEvent]:
+    """Finish the task as ``failed``, ``expired`` or ``cancelled`` with its error; returns
+    the events to publish (a ControlDone for a control, JobFinished if it was the last)."""
+    if state not in FAILED_STATES:
+        raise ValueError(f"state must be one of {FAILED_STATES}, not {state!r}")
+    code = error_code_text(error_code)
+    with transaction(store) as conn:
+        if not finish_task(conn, spec.task_id, state=state, error_code=code, error_text=error_text):
+            return []
+        out: list[HeadEndEvent] = []
+        if isinstance(spec.command, commands.Control):
+            out.append(
+                ControlDone(spec.job_id, spec.mrid, spec.command.action.value, None, False, code)
+            )
+        return out + _job_finished(conn, spec.job_id)
+
+
+__all__ = [
+    "EVENT_TYPES",
+    "complete_task",
+    "control_result",
+    "end_device_events",
+    "event_type_for",
+    "fail_task",
+    "interval_minutes",
+    "raw_values",
+]
