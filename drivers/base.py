@@ -20,6 +20,7 @@ from __future__ import annotations
 import enum
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from decimal import Decimal
@@ -27,6 +28,12 @@ from types import TracebackType
 from typing import Self
 
 from drivers.errors import ConfigurationError
+
+#: The frame observer of the running task (a per-communication debug log,
+#: :class:`headend.commlog.FrameRecorder`): a driver that sees whole frames calls it with
+#: ("tx" | "rx", frame) for each one it sends or receives, from the task that set it. None: off.
+FrameObserver = Callable[[str, bytes], None]
+frame_observer: ContextVar[FrameObserver | None] = ContextVar("frame_observer", default=None)
 
 # ---------------------------------------------------------------------------------------------
 # Connection parameters

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from drivers.base import frame_observer
 from drivers.dlms.framing import Framer
 from drivers.errors import ConnectionLost, DriverTimeout
 
@@ -51,6 +52,12 @@ class FrameConnection:
 
     def __init__(self, protocol: _FrameProtocol) -> None:
         self._protocol = protocol
+        self._observe = frame_observer.get()  # the debug log of the task that opened it
+
+    def _seen(self, direction: str, frame: bytes) -> None:
+        if self._observe is not None:
+            with contextlib.suppress(Exception):  # a debug log never breaks a session
+                self._observe(direction, frame)
 
     @classmethod
     async def open(cls, host: str, port: int, framer: Framer, timeout: float) -> FrameConnection:
@@ -79,12 +86,14 @@ class FrameConnection:
         if protocol.lost is not None or protocol.transport is None:
             raise protocol.lost or ConnectionLost("not connected")
         protocol.transport.write(bytes(data))
+        self._seen("tx", bytes(data))
 
     async def receive(self, timeout: float) -> bytes:
         """The next complete frame; DriverTimeout after ``timeout`` seconds without one."""
         protocol = self._protocol
         frame = protocol.framer.next_frame()
         if frame is not None:
+            self._seen("rx", frame)
             return frame
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -101,6 +110,7 @@ class FrameConnection:
                 protocol.waiter = None
             frame = protocol.framer.next_frame()
             if frame is not None:
+                self._seen("rx", frame)
                 return frame
             if protocol.lost is not None:
                 raise protocol.lost
