@@ -130,6 +130,10 @@ def cmd_meters_import(args: argparse.Namespace) -> int:
 # Subcommands defined in modules of their own: each has ``register(commands)``, which adds its
 # parsers to the subparsers action. Keep one module name per line.
 _COMMAND_MODULES: tuple[str, ...] = (
+    "adapters.cli_worker",
+    "adapters.cli_users",
+    "adapters.cli_outbox",
+    "adapters.cli_jobs",
 )
 
 

@@ -2,4 +2,8 @@
 to :data:`mdm.schema.metadata`: one migration history (``mdm/migrations``) covers them all.
 Keep one import per line."""
 
+import adapters.auth.schema  # noqa: F401
+import headend.message_log
+import headend.ops_schema
+import headend.outbox
 import headend.schema  # noqa: F401

@@ -189,6 +189,7 @@ class Disconnector:
     def __init__(self, mode: int) -> None:
         self.state = self.CONNECTED
         self.mode = mode
+        self.operations = 0  # remote disconnect/reconnect commands carried out
 
     @property
     def output_state(self) -> bool:
@@ -198,19 +199,18 @@ class Disconnector:
         if self.mode == 0:
             return False
         self.state = self.DISCONNECTED
+        self.operations += 1
         return True
 
     def remote_reconnect(self) -> bool:
         """Modes 1, 3: disconnected -> ready (a local action connects); 2, 4, 5, 6:
         disconnected -> connected; from ready, only 2, 4, 5, 6 connect remotely."""
-        if self.mode == 0:
+        if self.mode == 0 or (self.state == self.READY and self.mode in (1, 3)):
             return False
+        self.operations += 1
         if self.state == self.DISCONNECTED:
             self.state = self.READY if self.mode in (1, 3) else self.CONNECTED
-            return True
-        if self.state == self.READY:
-            if self.mode in (1, 3):
-                return False
+        elif self.state == self.READY:
             self.state = self.CONNECTED
         return True
 

@@ -1,0 +1,188 @@
+"""``openhes worker``: one worker process taking tasks from the broker and running them on
+meters with the DLMS driver. Start as many as the meters need, on as many machines; they
+share every job. SIGTERM or SIGINT stops it cleanly: no new tasks, the running ones finish
+(``--grace`` seconds), the rest go back to the queue for the other workers."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+ENV_DATABASE = "OPENHES_DATABASE_URL"
+ENV_BROKER = "OPENHES_BROKER_URL"
+ENV_CONCURRENCY = "OPENHES_WORKER_CONCURRENCY"
+ENV_NAMESPACE = "OPENHES_BROKER_NAMESPACE"
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{value} is not >= 0")
+    return value
+
+
+def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    worker = commands.add_parser(
+        "worker",
+        help="run tasks from the broker on the meters (scale out: one per process)",
+        description=__doc__,
+    )
+    worker.add_argument(
+        "--database",
+        default=None,
+        help=f"database URL (default: ${ENV_DATABASE} or ./openhes.sqlite3)",
+    )
+    worker.add_argument(
+        "--broker",
+        default=None,
+        help=f"broker URL, amqp://user:password@host:port/vhost (default: ${ENV_BROKER})",
+    )
+    worker.add_argument(
+        "--concurrency",
+        type=_positive,
+        default=None,
+        help=f"sessions open at once (default: ${ENV_CONCURRENCY} or 200)",
+    )
+    worker.add_argument(
+        "--prefetch",
+        type=_positive,
+        default=None,
+        help="tasks held unacknowledged (default: twice the concurrency)",
+    )
+    worker.add_argument(
+        "--namespace",
+        default=None,
+        help=f"prefix of the broker's queue and exchanges (default: ${ENV_NAMESPACE} or openhes)",
+    )
+    worker.add_argument(
+        "--grace",
+        type=_seconds,
+        default=30.0,
+        help="seconds running tasks get to finish when stopping (default 30)",
+    )
+    worker.add_argument(
+        "--counters",
+        type=Path,
+        default=None,
+        help="SQLite file for the invocation counters of ciphered meters (default: in memory)",
+    )
+    worker.add_argument("--name", default=None, help="worker name in the records (host:pid)")
+    worker.set_defaults(handler=cmd_worker)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    broker = args.broker or os.environ.get(ENV_BROKER)
+    if not broker:
+        print(
+            f"openhes worker: no broker: give --broker or set {ENV_BROKER} "
+            "(memory:// is in-process only and cannot serve a separate worker)",
+            file=sys.stderr,
+        )
+        return 2
+    if broker.split("://", 1)[0].lower() == "memory":
+        print("openhes worker: memory:// cannot be shared with other processes", file=sys.stderr)
+        return 2
+    concurrency = args.concurrency
+    if concurrency is None:
+        text = os.environ.get(ENV_CONCURRENCY, "200")
+        try:
+            concurrency = _positive(text)
+        except argparse.ArgumentTypeError as exc:
+            print(f"openhes worker: {ENV_CONCURRENCY}: {exc}", file=sys.stderr)
+            return 2
+    namespace = args.namespace or os.environ.get(ENV_NAMESPACE) or "openhes"
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return asyncio.run(
+        run_worker(
+            database=args.database,
+            broker=broker,
+            namespace=namespace,
+            concurrency=concurrency,
+            prefetch=args.prefetch,
+            grace=args.grace,
+            counters=args.counters,
+            name=args.name,
+        )
+    )
+
+
+async def run_worker(
+    *,
+    database: str | None,
+    broker: str,
+    namespace: str,
+    concurrency: int,
+    prefetch: int | None,
+    grace: float,
+    counters: Path | None,
+    name: str | None,
+) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from drivers.dlms import DlmsDriver, SqliteCounterStore
+    from headend.taskbus import TaskBus
+    from headend.worker import Worker
+    from mdm.database import open_store
+
+    try:
+        store = open_store(database)
+    except (SQLAlchemyError, ValueError, OSError) as exc:
+        print(f"openhes worker: cannot open the database: {exc}", file=sys.stderr)
+        return 2
+    try:
+        bus = TaskBus.from_url(broker, namespace=namespace)
+    except ValueError as exc:
+        store.close()
+        print(f"openhes worker: {exc}", file=sys.stderr)
+        return 2
+    driver = DlmsDriver(SqliteCounterStore(counters) if counters else None)
+    worker = Worker(
+        store,
+        bus,
+        driver,
+        concurrency=concurrency,
+        prefetch=prefetch,
+        grace=grace,
+        worker_name=name,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    print(f"openhes worker {worker.name}: {bus}, concurrency {concurrency}", flush=True)
+    try:
+        await worker.run(stop)
+    finally:
+        bus.close()
+        store.close()
+    print(
+        f"openhes worker {worker.name}: stopped ({worker.completed} completed, "
+        f"{worker.failed} failed, {worker.skipped} redeliveries skipped)",
+        flush=True,
+    )
+    return 0
+
+
+__all__ = ["register", "run_worker"]
