@@ -97,7 +97,13 @@ def cmd_describe(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from adapters.demo import run_demo
 
-    return run_demo(meters=args.meters, days=args.days, out=args.out)
+    return run_demo(
+        meters=args.meters,
+        days=args.days,
+        out=args.out,
+        keep_running=args.keep_running,
+        as_json=args.json,
+    )
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -134,6 +140,8 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "adapters.cli_users",
     "adapters.cli_outbox",
     "adapters.cli_jobs",
+    "adapters.cli_serve",
+    "adapters.cli_export",
 )
 
 
@@ -146,13 +154,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run the demonstration end to end")
     demo.add_argument("--meters", type=int, default=1000, help="meters in the demo (default 1000)")
-    demo.add_argument("--days", type=int, default=1, help="days of 15-minute data (default 1)")
+    demo.add_argument(
+        "--days", type=int, default=1, help="days of 15-minute data read (default 1: yesterday)"
+    )
     demo.add_argument(
         "--out",
         type=Path,
         default=None,
-        help="folder for the files written (default: a temporary one)",
+        help="folder for the database and files written (default: a temporary one)",
     )
+    demo.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="leave the SOAP endpoint up afterwards and print requests to try",
+    )
+    demo.add_argument("--json", action="store_true", help="print the outcome as JSON")
     demo.set_defaults(handler=cmd_demo)
 
     simulate = commands.add_parser("simulate", help="serve a simulated DLMS/COSEM meter fleet")

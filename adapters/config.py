@@ -58,6 +58,13 @@ SETTINGS: tuple[Setting, ...] = (
         "amqp://user:password@host:5672//",
     ),
     Setting(
+        "broker.namespace",
+        "OPENHES_BROKER_NAMESPACE",
+        str,
+        "openhes",
+        "prefix of the task bus's queue and exchanges (`openhes worker --namespace`)",
+    ),
+    Setting(
         "worker.in_process",
         "OPENHES_WORKER_IN_PROCESS",
         int,
@@ -210,6 +217,13 @@ SETTINGS: tuple[Setting, ...] = (
         float,
         86400.0,
         "seconds an outbound message is retried before it is marked dead",
+    ),
+    Setting(
+        "outbox.concurrency",
+        "OPENHES_OUTBOX_CONCURRENCY",
+        int,
+        4,
+        "outbound messages (replies, pushes) being delivered at once",
     ),
 )
 
