@@ -34,6 +34,7 @@ COMMAND_TYPES: dict[str, type[commands.Command]] = {
     for cls in (
         commands.ReadRegisters,
         commands.ReadIntervalData,
+        commands.FullRead,
         commands.ReadEvents,
         commands.Control,
         commands.Ping,

@@ -99,6 +99,25 @@ class ReadIntervalData(Command):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class FullRead(Command):
+    """A meter's full read in one session: its load profile over ``start``..``end`` and the
+    registers ``obis`` (one association instead of one per command: the daily read of a
+    population). The result is one :class:`Readings` with both."""
+
+    start: datetime
+    end: datetime
+    obis: tuple[str, ...]
+    profile: str | None = None  # None: the meter's default load profile
+
+    def __post_init__(self) -> None:
+        Command.__post_init__(self)
+        _window(self.start, self.end)
+        object.__setattr__(self, "obis", tuple(self.obis))
+        if not self.obis or not all(isinstance(o, str) and o for o in self.obis):
+            raise CommandError("FullRead needs at least one OBIS code")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ReadEvents(Command):
     log: str | None = None  # None: the standard event log
     start: datetime | None = None
@@ -169,7 +188,14 @@ class Configure(Command):
 
 
 AnyCommand = (
-    ReadRegisters | ReadIntervalData | ReadEvents | Control | Ping | FirmwareUpdate | Configure
+    ReadRegisters
+    | ReadIntervalData
+    | FullRead
+    | ReadEvents
+    | Control
+    | Ping
+    | FirmwareUpdate
+    | Configure
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -325,6 +351,7 @@ __all__ = [
     "Failure",
     "FirmwareOutcome",
     "FirmwareUpdate",
+    "FullRead",
     "Ping",
     "PingOutcome",
     "Priority",

@@ -348,6 +348,7 @@ class CommandOperation:
         supported = (
             commands.ReadRegisters,
             commands.ReadIntervalData,
+            commands.FullRead,
             commands.ReadEvents,
             commands.Control,
         )
@@ -370,6 +371,10 @@ class CommandOperation:
         if isinstance(command, commands.ReadIntervalData):
             rows = await session.read_load_profile(command.start, command.end, command.profile)
             return commands.Readings(command, profile=tuple(rows))
+        if isinstance(command, commands.FullRead):
+            rows = await session.read_load_profile(command.start, command.end, command.profile)
+            registers = await session.read_registers(list(command.obis))
+            return commands.Readings(command, registers=tuple(registers), profile=tuple(rows))
         if isinstance(command, commands.ReadEvents):
             events = await session.read_events(command.log, command.start, command.end)
             return commands.Events(command, tuple(events))

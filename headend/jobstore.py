@@ -30,7 +30,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, exists, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from cim.errors import ErrorCode
@@ -214,6 +224,7 @@ class TaskSpec:
     on_backup: bool = False
     problem: str | None = None
     problem_code: str | None = None
+    job_state: str | None = None  # the job's state when the task was loaded
 
     @property
     def finished(self) -> bool:
@@ -247,34 +258,97 @@ def endpoint_for(registry: Registry, mrid: str) -> Endpoint:
     )
 
 
-def load_task(
-    store: Store,
-    task_id: int,
-    *,
-    keyring: Keyring | None = None,
-    registry: Registry | None = None,
-) -> TaskSpec | None:
-    """The task with its command, parameters, state and endpoint; None if there is no such
-    task. The keyring defaults to the environment's master key (only read when the meter's
-    security profile has secrets)."""
-    query = (
-        select(
-            tasks,
-            jobs.c.command,
-            jobs.c.parameters,
-            jobs.c.priority,
-            devices.c.time_zone,
-            devices.c.manufacturer,
-            devices.c.model,
-        )
-        .join(jobs, jobs.c.id == tasks.c.job_id)
-        .join(devices, devices.c.id == tasks.c.device_id)
-        .where(tasks.c.id == task_id)
+def _states(values: Sequence[str]) -> list[Any]:
+    """Constant states inline (a literal IN list needs no per-execution expansion)."""
+    return [literal_column(repr(v)) for v in values]
+
+
+_OPEN = _states(OPEN_TASK_STATES)
+_TERMINAL = _states(TERMINAL_TASK_STATES)
+
+# The statements a worker runs for every task, built once: SQLAlchemy then only looks up the
+# compiled form (building and keying a statement costs several times its execution).
+_LOAD_COLUMNS = (
+    tasks,
+    jobs.c.command,
+    jobs.c.parameters,
+    jobs.c.priority,
+    jobs.c.state.label("job_state"),
+    devices.c.time_zone,
+    devices.c.manufacturer,
+    devices.c.model,
+)
+_LOAD_FROM = tasks.join(jobs, jobs.c.id == tasks.c.job_id).join(
+    devices, devices.c.id == tasks.c.device_id
+)
+_LOAD_ONE = select(*_LOAD_COLUMNS).select_from(_LOAD_FROM).where(tasks.c.id == bindparam("tid"))
+_LOAD_MANY = (
+    select(*_LOAD_COLUMNS)
+    .select_from(_LOAD_FROM)
+    .where(tasks.c.id.in_(bindparam("tids", expanding=True)))
+)
+_BEGIN_LOCK = (
+    select(tasks.c.state, tasks.c.attempts, tasks.c.job_id, tasks.c.device_id)
+    .where(tasks.c.id == bindparam("tid"))
+    .with_for_update()
+)
+_BEGIN_TASK = (
+    update(tasks)
+    .where(tasks.c.id == bindparam("tid"))
+    .values(
+        state="running",
+        attempts=bindparam("number"),
+        path=bindparam("path"),
+        started_at=func.coalesce(tasks.c.started_at, bindparam("now")),
     )
-    with reading(store) as conn:
-        row = conn.execute(query).one_or_none()
-    if row is None:
-        return None
+)
+_DEVICE_TYPE = select(devices.c.manufacturer, devices.c.model).where(
+    devices.c.id == bindparam("device_id")
+)
+_INSERT_ATTEMPT = insert(task_attempts)
+_JOB_RUNNING = (
+    update(jobs)
+    .where(jobs.c.id == bindparam("job"), jobs.c.state == literal_column("'queued'"))
+    .values(state="running", started_at=bindparam("now"))
+)
+_END_ATTEMPT = (
+    update(task_attempts)
+    .where(task_attempts.c.task_id == bindparam("tid"), task_attempts.c.number == bindparam("n"))
+    .values(
+        finished_at=bindparam("finished_at"),
+        outcome=bindparam("outcome"),
+        detail=bindparam("detail"),
+        bytes_sent=bindparam("sent"),
+        bytes_received=bindparam("received"),
+    )
+)
+_FINISH_TASK = (
+    update(tasks)
+    .where(tasks.c.id == bindparam("tid"), tasks.c.state.in_(_OPEN))
+    .values(
+        state=bindparam("state"),
+        error_code=bindparam("code"),
+        error_text=bindparam("text"),
+        finished_at=bindparam("finished_at"),
+        result=bindparam("result"),
+    )
+)
+# FOR NO KEY UPDATE on PostgreSQL: finishers of one job's tasks queue on the job row, but
+# without conflicting with the key-share locks foreign keys to it take.
+_LOCK_JOB = (
+    select(jobs.c.state).where(jobs.c.id == bindparam("job")).with_for_update(key_share=True)
+)
+_STILL_OPEN = select(
+    exists().where(and_(tasks.c.job_id == bindparam("job"), tasks.c.state.in_(_OPEN)))
+)
+_COUNTS = (
+    select(tasks.c.state, func.count())
+    .where(tasks.c.job_id == bindparam("job"))
+    .group_by(tasks.c.state)
+)
+
+
+def _spec(row: Any, registry: Registry) -> TaskSpec:
     template = command_from_json(row.command)
     command = dataclasses.replace(template, device=row.mrid, idempotency_key=row.idempotency_key)
     endpoint: Endpoint | None = None
@@ -282,7 +356,7 @@ def load_task(
     problem_code: str | None = None
     if row.state not in TERMINAL_TASK_STATES:
         try:
-            endpoint = endpoint_for(registry or Registry(store, keyring), row.mrid)
+            endpoint = endpoint_for(registry, row.mrid)
         except MdmError as exc:
             problem, problem_code = exc.reason, exc.error.code
         except MasterKeyError as exc:
@@ -308,56 +382,125 @@ def load_task(
         on_backup=bool(row.on_backup),
         problem=problem,
         problem_code=problem_code,
+        job_state=row.job_state,
     )
 
 
-def begin_attempt(store: Store, task_id: int, *, path: str, worker: str) -> int:
+def load_task(
+    store: Store,
+    task_id: int,
+    *,
+    keyring: Keyring | None = None,
+    registry: Registry | None = None,
+) -> TaskSpec | None:
+    """The task with its command, parameters, state and endpoint; None if there is no such
+    task. The keyring defaults to the environment's master key (only read when the meter's
+    security profile has secrets)."""
+    with reading(store) as conn:
+        row = conn.execute(_LOAD_ONE, {"tid": task_id}).one_or_none()
+    if row is None:
+        return None
+    return _spec(row, registry or Registry(store, keyring))
+
+
+def load_tasks(
+    store: Store,
+    task_ids: Sequence[int],
+    *,
+    keyring: Keyring | None = None,
+    registry: Registry | None = None,
+) -> dict[int, TaskSpec]:
+    """:func:`load_task` for many tasks in one query: task id -> spec (unknown ids are not
+    in it). A registry with a ``prefetch(mrids)`` method (the worker's caching registry) is
+    asked for all the meters at once first."""
+    rows: list[Any] = []
+    wanted = list(dict.fromkeys(task_ids))
+    with reading(store) as conn:
+        for start in range(0, len(wanted), 500):
+            rows.extend(conn.execute(_LOAD_MANY, {"tids": wanted[start : start + 500]}))
+    registry = registry or Registry(store, keyring)
+    prefetch = getattr(registry, "prefetch", None)
+    if prefetch is not None:
+        prefetch([row.mrid for row in rows if row.state not in TERMINAL_TASK_STATES])
+    return {row.id: _spec(row, registry) for row in rows}
+
+
+_LOOK_UP = object()
+
+
+def begin_attempt(
+    store: Store,
+    task_id: int,
+    *,
+    path: str,
+    worker: str,
+    device_type: str | object | None = _LOOK_UP,
+    job_queued: bool = True,
+) -> int:
     """Record the start of an attempt (the task becomes ``running``, the job too if it was
     queued); returns the attempt's number (1 for the first). Raises TaskFinished for a task
-    in a terminal state and TaskNotFound for an unknown one."""
+    in a terminal state and TaskNotFound for an unknown one. A caller that knows them passes
+    the meter's ``device_type`` (TaskSpec.device_type) and ``job_queued=False`` when the job
+    is known to be running already (each saves a statement)."""
     now = datetime.now(UTC)
     with transaction(store) as conn:
-        row = conn.execute(
-            select(tasks.c.state, tasks.c.attempts, tasks.c.job_id, tasks.c.device_id)
-            .where(tasks.c.id == task_id)
-            .with_for_update()
-        ).one_or_none()
+        row = conn.execute(_BEGIN_LOCK, {"tid": task_id}).one_or_none()
         if row is None:
             raise TaskNotFound(task_id)
         if row.state in TERMINAL_TASK_STATES:
             raise TaskFinished(task_id, row.state)
         number = row.attempts + 1
+        conn.execute(_BEGIN_TASK, {"tid": task_id, "number": number, "path": path, "now": now})
+        if device_type is _LOOK_UP:
+            maker = conn.execute(_DEVICE_TYPE, {"device_id": row.device_id}).one()
+            device_type = device_type_of(maker.manufacturer, maker.model)
         conn.execute(
-            update(tasks)
-            .where(tasks.c.id == task_id)
-            .values(
-                state="running",
-                attempts=number,
-                path=path,
-                started_at=func.coalesce(tasks.c.started_at, now),
-            )
+            _INSERT_ATTEMPT,
+            {
+                "task_id": task_id,
+                "number": number,
+                "path": path[:255],
+                "started_at": now,
+                "finished_at": None,
+                "outcome": None,
+                "detail": None,
+                "worker": worker[:128],
+                "bytes_sent": 0,
+                "bytes_received": 0,
+                "device_type": device_type,
+            },
         )
-        maker = conn.execute(
-            select(devices.c.manufacturer, devices.c.model).where(devices.c.id == row.device_id)
-        ).one()
-        conn.execute(
-            insert(task_attempts).values(
-                task_id=task_id,
-                number=number,
-                path=path[:255],
-                started_at=now,
-                worker=worker[:128],
-                bytes_sent=0,
-                bytes_received=0,
-                device_type=device_type_of(maker.manufacturer, maker.model),
-            )
-        )
-        conn.execute(
-            update(jobs)
-            .where(jobs.c.id == row.job_id, jobs.c.state == "queued")
-            .values(state="running", started_at=now)
-        )
+        if job_queued:
+            conn.execute(_JOB_RUNNING, {"job": row.job_id, "now": now})
     return number
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptEnd:
+    """How an attempt ended, recorded with the task's outcome in one transaction."""
+
+    number: int
+    outcome: str  # "ok" or the cause of the failure
+    detail: str | None = None
+    bytes_sent: int = 0
+    bytes_received: int = 0
+
+
+def record_attempt_end(conn: Connection, task_id: int, end: AttemptEnd) -> bool:
+    """:func:`end_attempt` inside the caller's transaction; False: no such attempt."""
+    done = conn.execute(
+        _END_ATTEMPT,
+        {
+            "tid": task_id,
+            "n": end.number,
+            "finished_at": datetime.now(UTC),
+            "outcome": end.outcome[:64],
+            "detail": end.detail,
+            "sent": int(end.bytes_sent),
+            "received": int(end.bytes_received),
+        },
+    )
+    return done.rowcount > 0
 
 
 def end_attempt(
@@ -371,19 +514,9 @@ def end_attempt(
     bytes_received: int = 0,
 ) -> None:
     """Record how an attempt ended: ``outcome`` "ok" or the cause of its failure."""
+    end = AttemptEnd(number, outcome, detail, bytes_sent, bytes_received)
     with transaction(store) as conn:
-        done = conn.execute(
-            update(task_attempts)
-            .where(task_attempts.c.task_id == task_id, task_attempts.c.number == number)
-            .values(
-                finished_at=datetime.now(UTC),
-                outcome=outcome[:64],
-                detail=detail,
-                bytes_sent=bytes_sent,
-                bytes_received=bytes_received,
-            )
-        )
-        if done.rowcount == 0:
+        if not record_attempt_end(conn, task_id, end):
             raise TaskNotFound(task_id)
 
 
@@ -395,10 +528,14 @@ def mark_retry(
     error_text: str | None,
     path: str | None,
     on_backup: bool,
+    attempt: AttemptEnd | None = None,
 ) -> bool:
     """The last attempt failed and the task will be tried again (``retry_wait``); False if
-    the task was already finished (nothing changed)."""
+    the task was already finished (nothing changed). ``attempt``: how the attempt ended,
+    recorded in the same transaction."""
     with transaction(store) as conn:
+        if attempt is not None:
+            record_attempt_end(conn, task_id, attempt)
         done = conn.execute(
             update(tasks)
             .where(tasks.c.id == task_id, tasks.c.state.not_in(TERMINAL_TASK_STATES))
@@ -424,24 +561,28 @@ def finish_task(
 ) -> bool:
     """Move the task to a terminal ``state`` inside the caller's transaction; False (and
     nothing written) when it already was in one. On PostgreSQL the row lock taken here makes
-    a concurrent finisher of the same task wait, then find it finished."""
+    a concurrent finisher of the same task wait, then find it finished. Update a task row
+    once per transaction (pass its ``result`` here): a second update of a row the
+    transaction already changed makes PostgreSQL check its foreign key again, taking a
+    key-share lock on the job row that finishers of the job then deadlock upon."""
     if state not in TERMINAL_TASK_STATES:
         raise ValueError(f"{state!r} is not a terminal task state")
     done = conn.execute(
-        update(tasks)
-        .where(tasks.c.id == task_id, tasks.c.state.not_in(TERMINAL_TASK_STATES))
-        .values(
-            state=state,
-            error_code=error_code_text(error_code),
-            error_text=error_text,
-            finished_at=datetime.now(UTC),
-            result=json.dumps(result, sort_keys=True) if result is not None else None,
-        )
+        _FINISH_TASK,
+        {
+            "tid": task_id,
+            "state": state,
+            "code": error_code_text(error_code),
+            "text": error_text,
+            "finished_at": datetime.now(UTC),
+            "result": json.dumps(result, sort_keys=True) if result is not None else None,
+        },
     )
     return done.rowcount > 0
 
 
 def set_result(conn: Connection, task_id: int, result: Mapping[str, Any]) -> None:
+    """Replace a finished task's result (prefer passing it to :func:`finish_task`)."""
     conn.execute(
         update(tasks).where(tasks.c.id == task_id).values(result=json.dumps(result, sort_keys=True))
     )
@@ -458,15 +599,10 @@ def roll_up(conn: Connection, job_id: str) -> Finished | None:
     """After a task was finished in ``conn``'s transaction: when no task of the job is open
     any more, the job gets its final state (returned); else None. The job row is locked first,
     so of two concurrent finishers of a job's last tasks exactly one sees them all done."""
-    job = conn.execute(
-        select(jobs.c.state).where(jobs.c.id == job_id).with_for_update()
-    ).one_or_none()
+    job = conn.execute(_LOCK_JOB, {"job": job_id}).one_or_none()
     if job is None or job.state in FINISHED_JOB_STATES:
         return None
-    still_open = conn.execute(
-        select(exists().where(and_(tasks.c.job_id == job_id, tasks.c.state.in_(OPEN_TASK_STATES))))
-    ).scalar()
-    if still_open:
+    if conn.execute(_STILL_OPEN, {"job": job_id}).scalar():
         return None
     counts = _counts(conn, job_id)
     if counts["succeeded"] == counts["total"]:
@@ -503,10 +639,7 @@ def cancel_job(store: Store, job_id: str) -> Finished | None:
 
 def _counts(conn: Connection, job_id: str) -> dict[str, int]:
     out = dict.fromkeys(TASK_STATES, 0)
-    query = (
-        select(tasks.c.state, func.count()).where(tasks.c.job_id == job_id).group_by(tasks.c.state)
-    )
-    for state, n in conn.execute(query):
+    for state, n in conn.execute(_COUNTS, {"job": job_id}):
         out[state] = n
     out["total"] = sum(out[s] for s in TASK_STATES)
     out["done"] = sum(out[s] for s in TERMINAL_TASK_STATES)
@@ -738,6 +871,7 @@ def rerun_errors(
 
 __all__ = [
     "ERROR_GROUP",
+    "AttemptEnd",
     "AttemptRecord",
     "Finished",
     "JobNotFound",
@@ -763,9 +897,11 @@ __all__ = [
     "job_state",
     "list_jobs",
     "load_task",
+    "load_tasks",
     "mark_retry",
     "open_tasks",
     "path_name",
+    "record_attempt_end",
     "rerun_errors",
     "roll_up",
     "set_result",

@@ -41,7 +41,14 @@ from cim.errors import ErrorCode
 from drivers.base import MeterEvent, ProfileRow, RegisterValue
 from headend import commands
 from headend.events import ControlDone, EventsStored, HeadEndEvent, JobFinished, ReadingsStored
-from headend.jobstore import TaskSpec, error_code_text, finish_task, roll_up, set_result
+from headend.jobstore import (
+    AttemptEnd,
+    TaskSpec,
+    error_code_text,
+    finish_task,
+    record_attempt_end,
+    roll_up,
+)
 from mdm.database import Store, transaction
 from mdm.errors import MdmError
 from mdm.events import EndDeviceEvent, store_events
@@ -128,16 +135,33 @@ def raw_values(
 ) -> tuple[list[RawValue], dict[str, str]]:
     """The values to ingest, and the channels left out (source id -> why)."""
     task = str(spec.task_id)
+    mrid = spec.mrid
     rows: list[RawValue] = []
+    append = rows.append
     for value in result.registers:
         time = value.capture_time or read_at
-        rows.append(_raw(spec.mrid, value, time, value.status, None, None, task))
+        append(_raw(mrid, value, time, value.status, None, None, task))
     if result.profile:
         interval = interval_minutes(result.profile, spec.parameters)
         for row in result.profile:
+            stamp, dst, row_status = row.timestamp, row.dst, row.status
             for value in row.values.values():
-                status = value.status if value.status is not None else row.status
-                rows.append(_raw(spec.mrid, value, row.timestamp, status, row.dst, interval, task))
+                status = value.status if value.status is not None else row_status
+                append(
+                    RawValue(
+                        mrid,
+                        value.obis,
+                        stamp,
+                        value.raw,
+                        value.unit,
+                        value.scaler,
+                        status or 0,
+                        dst,
+                        interval,
+                        None,
+                        task,
+                    )
+                )
     unmapped: dict[str, str] = {}
     known: dict[tuple[str, int | None, str, int], bool] = {}
     kept: list[RawValue] = []
@@ -169,11 +193,17 @@ def _readings_stored(
 ) -> tuple[ReadingsStored | None, dict[str, Any]]:
     if not rows:
         return None, {"start": None, "end": None}
-    stamps = [_utc(r.time, r.dst, spec.time_zone) for r in rows]
+    zone = spec.time_zone
+    try:  # rows share their times (a profile row's channels): each converted once
+        stamps = [_utc(time, dst, zone) for time, dst in {(r.time, r.dst) for r in rows}]
+    except Refused as exc:  # what ingest would refuse the batch for (a time in the DST gap)
+        raise MdmError(exc.error, exc.reason) from None
     codes = sorted(
         {
-            channel(r.source_id, r.interval_minutes, r.reading_type, r.unit, r.scaler).code
-            for r in rows
+            channel(source, interval, reading_type, unit, scaler).code
+            for source, interval, reading_type, unit, scaler in {
+                (r.source_id, r.interval_minutes, r.reading_type, r.unit, r.scaler) for r in rows
+            }
         }
     )
     start, end = min(stamps), max(stamps)
@@ -273,25 +303,50 @@ def _job_finished(conn: Connection, job_id: str) -> list[HeadEndEvent]:
 
 
 def complete_task(
-    store: Store, spec: TaskSpec, result: object, *, read_at: datetime | None = None
+    store: Store,
+    spec: TaskSpec,
+    result: object,
+    *,
+    read_at: datetime | None = None,
+    attempt: AttemptEnd | None = None,
 ) -> list[HeadEndEvent]:
     """Store ``result`` and finish the task (see the module docstring); returns the events to
-    publish after this returns (empty when the task had already been finished)."""
+    publish after this returns (empty when the task had already been finished). ``attempt``:
+    how the attempt that got the result ended, recorded in the same transaction."""
     if isinstance(result, commands.Failure):
         return fail_task(
-            store, spec, state="failed", error_code=result.error, error_text=result.message
+            store,
+            spec,
+            state="failed",
+            error_code=result.error,
+            error_text=result.message,
+            attempt=attempt,
         )
     read_at = read_at or datetime.now(UTC).replace(microsecond=0)
+    types: dict[str, int] = {}
     try:
         with transaction(store) as conn:
-            return _complete(conn, spec, result, read_at)
+            if attempt is not None:
+                record_attempt_end(conn, spec.task_id, attempt)
+            out = _complete(conn, spec, result, read_at, store.reading_type_ids, types)
+        store.reading_type_ids.update(types)  # committed now
+        return out
     except MdmError as exc:
-        return fail_task(store, spec, state="failed", error_code=exc.error, error_text=str(exc))
+        return fail_task(
+            store, spec, state="failed", error_code=exc.error, error_text=str(exc), attempt=attempt
+        )
 
 
 def _complete(
-    conn: Connection, spec: TaskSpec, result: object, read_at: datetime
+    conn: Connection,
+    spec: TaskSpec,
+    result: object,
+    read_at: datetime,
+    known_types: Mapping[str, int] | None = None,
+    types: dict[str, int] | None = None,
 ) -> list[HeadEndEvent]:
+    """The task row is updated once (state and result together; see ``finish_task``).
+    ``known_types``: ReadingType ids committed before; ``types`` receives the batch's."""
     out: list[HeadEndEvent] = []
     if isinstance(result, commands.ControlOutcome):
         payload = control_result(result)
@@ -319,13 +374,8 @@ def _complete(
         return _finish_other(conn, spec, result)
     if isinstance(result, commands.ConfigurationOutcome):
         return _finish_other(conn, spec, result)
-    if not isinstance(result, commands.Readings | commands.Events):
-        raise TypeError(f"{type(result).__name__} is not a task result")
-    if not finish_task(conn, spec.task_id, state="succeeded"):
-        return []  # already finished: nothing is stored twice
     if isinstance(result, commands.Readings):
         rows, unmapped = raw_values(spec, result, read_at=read_at)
-        ingest(conn, rows, who="headend", reason=f"task {spec.task_id}")
         event, window = _readings_stored(spec, rows)
         payload: dict[str, Any] = {
             "readings": len(rows),
@@ -335,24 +385,40 @@ def _complete(
         }
         if unmapped:
             payload["unmapped"] = unmapped
+        if not finish_task(conn, spec.task_id, state="succeeded", result=payload):
+            return []  # already finished: nothing is stored twice
+        devices = {spec.mrid: (spec.device_id, spec.time_zone)} if spec.device_id else None
+        stored = ingest(
+            conn,
+            rows,
+            who="headend",
+            reason=f"task {spec.task_id}",
+            reading_type_ids=known_types,
+            devices=devices,
+        )
+        if types is not None:
+            types.update(stored.reading_type_ids)
         if event is not None:
             out.append(event)
-    else:
-        items = end_device_events(spec, result.events)
-        new = _new_events(conn, spec, items)
-        store_events(conn, new)
-        stamps = [e.time for e in items]
-        payload = {
-            "readings": 0,
-            "registers": 0,
-            "events": len(items),
-            "new_events": len(new),
-            "start": _iso(min(stamps)) if stamps else None,
-            "end": _iso(max(stamps)) if stamps else None,
-        }
-        if new:
-            out.append(EventsStored(spec.job_id, spec.mrid, tuple(new)))
-    set_result(conn, spec.task_id, payload)
+        return out + _job_finished(conn, spec.job_id)
+    if not isinstance(result, commands.Events):
+        raise TypeError(f"{type(result).__name__} is not a task result")
+    items = end_device_events(spec, result.events)
+    new = _new_events(conn, spec, items)
+    stamps = [e.time for e in items]
+    payload = {
+        "readings": 0,
+        "registers": 0,
+        "events": len(items),
+        "new_events": len(new),
+        "start": _iso(min(stamps)) if stamps else None,
+        "end": _iso(max(stamps)) if stamps else None,
+    }
+    if not finish_task(conn, spec.task_id, state="succeeded", result=payload):
+        return []  # already finished: nothing is stored twice
+    store_events(conn, new)
+    if new:
+        out.append(EventsStored(spec.job_id, spec.mrid, tuple(new)))
     return out + _job_finished(conn, spec.job_id)
 
 
@@ -382,13 +448,17 @@ def fail_task(
     state: str,
     error_code: ErrorCode | str,
     error_text: str,
+    attempt: AttemptEnd | None = None,
 ) -> list[HeadEndEvent]:
     """Finish the task as ``failed``, ``expired`` or ``cancelled`` with its error; returns
-    the events to publish (a ControlDone for a control, JobFinished if it was the last)."""
+    the events to publish (a ControlDone for a control, JobFinished if it was the last).
+    ``attempt``: how the last attempt ended, recorded in the same transaction."""
     if state not in FAILED_STATES:
         raise ValueError(f"state must be one of {FAILED_STATES}, not {state!r}")
     code = error_code_text(error_code)
     with transaction(store) as conn:
+        if attempt is not None:
+            record_attempt_end(conn, spec.task_id, attempt)
         if not finish_task(conn, spec.task_id, state=state, error_code=code, error_text=error_text):
             return []
         out: list[HeadEndEvent] = []

@@ -35,21 +35,23 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from cim.errors import ErrorCode
-from drivers.base import ConnectionParams, Driver, MeterSession, PingResult
+from drivers.base import ConnectionParams, Driver, MeterSession, PingResult, frame_observer
 from drivers.errors import DriverError
-from headend import jobstore, results
+from headend import commlog, jobstore, results
 from headend.commands import error_code_for
 from headend.engine import Engine, EngineConfig
 from headend.jobs import TERMINAL, CommandOperation, Job, JobError, JobKind, Task, TaskState
-from headend.jobstore import TaskSpec
+from headend.jobstore import AttemptEnd, TaskSpec
 from headend.keys import Keyring
-from headend.registry import MeterRecord, Registry
+from headend.registry import MeterKeys, MeterRecord, Registry, SecurityProfile, _decrypt, _load
 from headend.taskbus import Delivery, TaskBus
 from headend.throttle import Throttles
-from mdm.database import Store
+from mdm.database import Store, reading
+from mdm.schema import device_group_members, device_groups
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -81,6 +83,27 @@ def _db(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     raise AssertionError("unreachable")
 
 
+class _Frames:
+    """The frame observer of one attempt (``drivers.base.frame_observer``): counts the bytes
+    sent and received, always, and hands each frame to the debug log's recorder when debug
+    logging is on for the meter or the job."""
+
+    __slots__ = ("received", "recorder", "sent")
+
+    def __init__(self, recorder: commlog.FrameRecorder | None = None) -> None:
+        self.sent = 0
+        self.received = 0
+        self.recorder = recorder
+
+    def __call__(self, direction: str, frame: bytes) -> None:
+        if direction == "tx":
+            self.sent += len(frame)
+        else:
+            self.received += len(frame)
+        if self.recorder is not None:
+            self.recorder.record(direction, frame)
+
+
 @dataclass(eq=False, slots=True)
 class _Run:
     """One delivered task on this worker."""
@@ -91,6 +114,7 @@ class _Run:
     attempt: int | None = None  # the attempt number open in the database
     error: BaseException | None = None  # what the current attempt raised, for the record
     gone: str | None = None  # the task was found finished (this state) when an attempt began
+    frames: _Frames | None = None  # the current attempt's byte counts and debug recorder
 
 
 class _TaskGone(DriverError):
@@ -158,13 +182,18 @@ class _WorkerEngine(Engine):
             await super()._attempt(task)
             return
         self.worker._begin(run)
+        # Set here, in the attempt's own asyncio task: the connection the driver opens in it
+        # takes this observer (and the task's context is its own, so nothing leaks).
+        run.frames = _Frames(self.worker._recorder(run))
         token = _CURRENT.set(run)
+        observing = frame_observer.set(run.frames)
         try:
             await super()._attempt(task)
         except asyncio.CancelledError:
             self.worker._end_attempt(run, "interrupted", "the worker stopped mid-attempt")
             raise
         finally:
+            frame_observer.reset(observing)
             _CURRENT.reset(token)
         if task.state is TaskState.RETRY_WAIT:
             self.worker._retry(run)
@@ -172,14 +201,26 @@ class _WorkerEngine(Engine):
 
 class CachingRegistry(Registry):
     """The registry with each meter's record kept for ``ttl`` seconds: a worker builds the
-    endpoint of every task it runs, often several tasks of one meter in a row (its profile,
-    its registers), and the record rarely changes. A change reaches the workers within
-    ``ttl`` seconds (0: no caching)."""
+    endpoint of every task it runs, often several tasks of one meter in a row, and the
+    record rarely changes. A change reaches the workers within ``ttl`` seconds (0: no
+    caching). :meth:`prefetch` loads the records of many meters in a few queries (the
+    worker asks it for each batch of deliveries); their key tokens are kept with them and
+    decrypted when a session needs them."""
+
+    LIMIT = 100_000
 
     def __init__(self, store: Store, keyring: Keyring | None = None, *, ttl: float = 30.0) -> None:
         super().__init__(store, keyring)
         self.ttl = ttl
         self._records: dict[str, tuple[float, MeterRecord]] = {}
+        self._tokens: dict[str, tuple[float, dict[str, str | None]]] = {}
+
+    def _keep(self, mrid: str, now: float, record: MeterRecord) -> None:
+        if self.ttl > 0:
+            if len(self._records) >= self.LIMIT:
+                self._records.clear()
+                self._tokens.clear()
+            self._records[mrid] = (now, record)
 
     def get(self, mrid: str) -> MeterRecord:
         now = time.monotonic()
@@ -187,11 +228,86 @@ class CachingRegistry(Registry):
         if hit is not None and now - hit[0] < self.ttl:
             return hit[1]
         record = super().get(mrid)
-        if self.ttl > 0:
-            if len(self._records) >= 100_000:
-                self._records.clear()
-            self._records[mrid] = (now, record)
+        self._keep(mrid, now, record)
         return record
+
+    def keys(self, mrid: str) -> MeterKeys:
+        hit = self._tokens.get(mrid)
+        if hit is not None and time.monotonic() - hit[0] < self.ttl:
+            return _decrypt(self.keyring, mrid, hit[1])
+        return super().keys(mrid)
+
+    def prefetch(self, mrids: Sequence[str]) -> int:
+        """Load the records of those of ``mrids`` not cached (unknown meters are left for
+        :meth:`get` to refuse); returns how many were loaded."""
+        if self.ttl <= 0:
+            return 0
+        now = time.monotonic()
+        records = self._records
+        missing = [
+            m
+            for m in dict.fromkeys(mrids)
+            if (hit := records.get(m)) is None or now - hit[0] >= self.ttl
+        ]
+        if not missing:
+            return 0
+        with reading(self.store) as conn:
+            stored = _load(conn, missing)
+            ids = [s.id for s in stored.values()]
+            groups: dict[int, list[str]] = {}
+            for start in range(0, len(ids), 500):
+                query = (
+                    select(device_group_members.c.device_id, device_groups.c.name)
+                    .join(device_groups, device_groups.c.id == device_group_members.c.group_id)
+                    .where(device_group_members.c.device_id.in_(ids[start : start + 500]))
+                    .order_by(device_groups.c.name)
+                )
+                for device_id, name in conn.execute(query):
+                    groups.setdefault(device_id, []).append(name)
+        loaded = 0
+        for mrid, meter in stored.items():
+            if "primary" not in meter.paths:
+                continue
+            record = MeterRecord(
+                device=meter.device,
+                primary=meter.paths["primary"],
+                backup=meter.paths.get("backup"),
+                security=meter.security or SecurityProfile(),
+                groups=tuple(groups.get(meter.id, ())),
+            )
+            self._keep(mrid, now, record)
+            self._tokens[mrid] = (now, meter.tokens)
+            loaded += 1
+        return loaded
+
+
+class _DebugSwitches:
+    """Which meters and jobs have debug logging on: the ``comm_debug`` switches, read again
+    every ``refresh`` seconds (one query), so asking for every attempt costs nothing."""
+
+    def __init__(self, store: Store, refresh: float) -> None:
+        self.store = store
+        self.refresh = refresh
+        self._read_at = -float("inf")
+        self._meters: dict[str, int] = {}
+        self._jobs: dict[str, int] = {}
+
+    def limit(self, mrid: str, job_id: str) -> int | None:
+        """The frames per attempt to record, None when logging is off."""
+        now = time.monotonic()
+        if now - self._read_at >= self.refresh:
+            self._read_at = now
+            try:
+                on = commlog.switches(self.store)
+            except Exception:
+                log.exception("cannot read the debug switches; frames are not recorded")
+                on = []
+            self._meters = {s.target: s.max_frames for s in on if s.scope == "meter"}
+            self._jobs = {s.target: s.max_frames for s in on if s.scope == "job"}
+        if not self._meters and not self._jobs:
+            return None
+        limits = [v for v in (self._meters.get(mrid), self._jobs.get(job_id)) if v is not None]
+        return max(limits) if limits else None
 
 
 def default_worker_name() -> str:
@@ -226,6 +342,7 @@ class Worker:
         throttles: Throttles | None = None,
         grace: float = 30.0,
         registry_ttl: float = 30.0,
+        debug_refresh: float = 5.0,
     ) -> None:
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, not {concurrency!r}")
@@ -235,6 +352,7 @@ class Worker:
         self.concurrency = concurrency
         self.keyring = keyring
         self.registry = CachingRegistry(store, keyring, ttl=registry_ttl)
+        self.debug = _DebugSwitches(store, debug_refresh)
         self.name = worker_name or default_worker_name()
         self.prefetch = prefetch or 2 * concurrency
         base = config or EngineConfig()
@@ -253,6 +371,8 @@ class Worker:
         self._by_task: dict[int, _Run] = {}  # database task id -> run
         self._stopping = False
         self._retry_handles: set[asyncio.TimerHandle] = set()
+        self._pending: dict[int, Delivery] = {}  # delivered, to be loaded (in one query)
+        self._running_jobs: set[str] = set()  # jobs known to be past "queued"
         # What this worker did, for its log and the tests.
         self.completed = 0
         self.failed = 0
@@ -300,18 +420,33 @@ class Worker:
         return len(self._by_task)
 
     def _deliver(self, delivery: Delivery) -> None:
+        """A delivery from the bus; the ones that arrive together are loaded together."""
         if self._stopping:
             return  # left unacknowledged: back to the queue when the consumer closes
-        message = delivery.message
-        if message.task_id in self._by_task:
+        task_id = delivery.message.task_id
+        if task_id in self._by_task or task_id in self._pending:
             delivery.ack()  # the same task twice here: the first delivery holds it
             return
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._load_pending)
+        self._pending[task_id] = delivery
+
+    def _load_pending(self) -> None:
+        batch, self._pending = self._pending, {}
+        if self._stopping or not batch:
+            return  # left unacknowledged
         try:
-            spec = _db(jobstore.load_task, self.store, message.task_id, registry=self.registry)
+            specs = _db(jobstore.load_tasks, self.store, list(batch), registry=self.registry)
         except Exception:
-            log.exception("task %s: cannot load it; giving it back", message.task_id)
-            self._give_back(delivery)
+            log.exception("tasks %s...: cannot load them; giving them back", next(iter(batch)))
+            for delivery in batch.values():
+                self._give_back(delivery)
             return
+        for task_id, delivery in batch.items():
+            self._take(delivery, specs.get(task_id))
+
+    def _take(self, delivery: Delivery, spec: TaskSpec | None) -> None:
+        message = delivery.message
         if spec is None:
             log.warning("task %s: not in the database; dropped", message.task_id)
             delivery.ack()
@@ -329,6 +464,8 @@ class Worker:
         except (JobError, ValueError) as exc:
             self._fail(delivery, spec, TaskState.FAILED, ErrorCode.BAD_VALUE.code, str(exc))
             return
+        if spec.job_state not in (None, "queued"):
+            self._running_jobs.add(spec.job_id)
         run = _Run(delivery, spec, task)
         self._runs[task.id] = run
         self._by_task[message.task_id] = run
@@ -365,36 +502,76 @@ class Worker:
 
     def _begin(self, run: _Run) -> None:
         run.error = None
+        spec = run.spec
         try:
             run.attempt = _db(
                 jobstore.begin_attempt,
                 self.store,
-                run.spec.task_id,
+                spec.task_id,
                 path=run.task.path,
                 worker=self.name,
+                device_type=spec.device_type,
+                job_queued=spec.job_id not in self._running_jobs,
             )
+            self._running_jobs.add(spec.job_id)
         except jobstore.TaskFinished as exc:  # cancelled, or finished elsewhere meanwhile
             run.gone = exc.state
             run.attempt = None
         except Exception:
-            log.exception("task %s: cannot record the attempt", run.spec.task_id)
+            log.exception("task %s: cannot record the attempt", spec.task_id)
             run.attempt = None
 
-    def _end_attempt(self, run: _Run, outcome: str, detail: str | None) -> None:
+    def _recorder(self, run: _Run) -> commlog.FrameRecorder | None:
+        """The debug log's recorder for this attempt, when logging is on for the meter or
+        the job (and the attempt is recorded)."""
+        if run.attempt is None:
+            return None
+        spec = run.spec
+        limit = self.debug.limit(spec.mrid, spec.job_id)
+        if limit is None:
+            return None
+        return commlog.FrameRecorder(
+            spec.mrid, spec.job_id, spec.task_id, run.attempt, max_frames=limit
+        )
+
+    def _attempt_end(self, run: _Run, outcome: str, detail: str | None) -> AttemptEnd | None:
+        """How the open attempt ended (None: none is open); it is closed here."""
         number, run.attempt = run.attempt, None
         if number is None:
+            return None
+        frames = run.frames
+        if frames is None:
+            return AttemptEnd(number, outcome, detail)
+        return AttemptEnd(number, outcome, detail, frames.sent, frames.received)
+
+    def _save_frames(self, run: _Run) -> None:
+        frames, run.frames = run.frames, None
+        if frames is None or frames.recorder is None:
             return
         try:
-            _db(
-                jobstore.end_attempt,
-                self.store,
-                run.spec.task_id,
-                number,
-                outcome=outcome,
-                detail=detail,
-            )
+            frames.recorder.save(self.store)
         except Exception:
-            log.exception("task %s: cannot record the end of attempt %s", run.spec.task_id, number)
+            log.exception("task %s: cannot save the debug log", run.spec.task_id)
+
+    def _end_attempt(self, run: _Run, outcome: str, detail: str | None) -> None:
+        end = self._attempt_end(run, outcome, detail)
+        if end is not None:
+            try:
+                _db(
+                    jobstore.end_attempt,
+                    self.store,
+                    run.spec.task_id,
+                    end.number,
+                    outcome=end.outcome,
+                    detail=end.detail,
+                    bytes_sent=end.bytes_sent,
+                    bytes_received=end.bytes_received,
+                )
+            except Exception:
+                log.exception(
+                    "task %s: cannot record the end of attempt %s", run.spec.task_id, end.number
+                )
+        self._save_frames(run)
 
     def _last_outcome(self, run: _Run) -> str:
         history = run.task.history
@@ -403,7 +580,6 @@ class Worker:
     def _retry(self, run: _Run) -> None:
         cause = self._last_outcome(run)
         text = _text(run, cause)
-        self._end_attempt(run, cause, text)
         try:
             _db(
                 jobstore.mark_retry,
@@ -413,9 +589,11 @@ class Worker:
                 error_text=text,
                 path=run.task.path,
                 on_backup=run.task.on_backup,
+                attempt=self._attempt_end(run, cause, text),
             )
         except Exception:
             log.exception("task %s: cannot record the retry", run.spec.task_id)
+        self._save_frames(run)
 
     # -- outcomes ----------------------------------------------------------------------------
 
@@ -430,26 +608,29 @@ class Worker:
             run.delivery.ack()
             return
         if task.state is TaskState.SUCCEEDED:
-            self._end_attempt(run, "ok", None)
-            self._complete(run)
+            self._complete(run, self._attempt_end(run, "ok", None))
+            self._save_frames(run)
             return
         if task.state is TaskState.CANCELLED:
             # Only a stopping engine cancels: the task stays as it is in the database and
             # unacknowledged, so another worker takes it.
             self._end_attempt(run, "interrupted", "the worker stopped mid-attempt")
             return
+        end = None
         if task.state is TaskState.EXPIRED:
             code, text = ErrorCode.DEADLINE_EXPIRED.code, "not started before its deadline"
         else:
             cause = self._last_outcome(run)
             text = _text(run, cause)
-            self._end_attempt(run, cause, text)
+            end = self._attempt_end(run, cause, text)
             code = error_code_for(cause).code
-        self._fail(run.delivery, run.spec, task.state, code, text)
+        self._fail(run.delivery, run.spec, task.state, code, text, end)
+        self._save_frames(run)
 
-    def _complete(self, run: _Run) -> None:
+    def _complete(self, run: _Run, end: AttemptEnd | None) -> None:
+        """Store the result, finish the task and close its attempt, in one transaction."""
         try:
-            events = _db(results.complete_task, self.store, run.spec, run.task.result)
+            events = _db(results.complete_task, self.store, run.spec, run.task.result, attempt=end)
         except Exception as exc:
             log.exception("task %s: cannot store its result", run.spec.task_id)
             self._fail(
@@ -458,6 +639,7 @@ class Worker:
                 TaskState.FAILED,
                 ErrorCode.INTERNAL.code,
                 f"the result could not be stored: {type(exc).__name__}: {exc}",
+                end,
             )
             return
         self.completed += 1
@@ -465,7 +647,13 @@ class Worker:
         run.delivery.ack()
 
     def _fail(
-        self, delivery: Delivery, spec: TaskSpec, state: TaskState, code: str, text: str
+        self,
+        delivery: Delivery,
+        spec: TaskSpec,
+        state: TaskState,
+        code: str,
+        text: str,
+        end: AttemptEnd | None = None,
     ) -> None:
         try:
             events = _db(
@@ -475,6 +663,7 @@ class Worker:
                 state=state.value,
                 error_code=code,
                 error_text=text,
+                attempt=end,
             )
         except Exception:
             log.exception("task %s: cannot record its failure; giving it back", spec.task_id)

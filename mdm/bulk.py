@@ -57,6 +57,7 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    bindparam,
     delete,
     exists,
     func,
@@ -71,6 +72,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.schema import CreateTable
 from sqlalchemy.sql import ColumnCollection
+from sqlalchemy.sql.elements import BindParameter
 
 from mdm.schema import (
     QUALITIES_LENGTH,
@@ -279,7 +281,12 @@ _READING_COLUMNS = (
 )
 
 
-def _raw_select(received_at: datetime) -> Any:
+def _at(value: datetime | BindParameter[Any]) -> Any:
+    """A timestamp in a statement: bound at execution (prebuilt statements) or a literal."""
+    return value if isinstance(value, BindParameter) else literal(value, UtcDateTime)
+
+
+def _raw_select(received_at: datetime | BindParameter[Any]) -> Any:
     return select(
         stage.c.device_id,
         stage.c.source_id,
@@ -291,7 +298,7 @@ def _raw_select(received_at: datetime) -> Any:
         stage.c.source_task,
         stage.c.meter_time,
         stage.c.meter_dst,
-        literal(received_at, UtcDateTime),
+        _at(received_at),
     ).where(_HAS_RAW)
 
 
@@ -324,7 +331,7 @@ def insert_raw_portable(received_at: datetime) -> Executable:
     return insert(raw_values).from_select(_RAW_COLUMNS, query)
 
 
-def insert_raw_postgresql(received_at: datetime) -> Executable:
+def insert_raw_postgresql(received_at: datetime | BindParameter[Any]) -> Executable:
     statement = (
         postgresql.insert(raw_values)
         .from_select(_RAW_COLUMNS, _raw_select(received_at))
@@ -333,7 +340,7 @@ def insert_raw_postgresql(received_at: datetime) -> Executable:
     return _specific(statement, "postgresql")
 
 
-def _new_readings(source: str, stamp: Stamp) -> Any:
+def _new_readings(source: str, stamp: Stamp, at: BindParameter[Any] | None = None) -> Any:
     return select(
         stage.c.device_id,
         stage.c.reading_type_id,
@@ -343,7 +350,7 @@ def _new_readings(source: str, stamp: Stamp) -> Any:
         stage.c.status,
         literal(1),
         literal(source),
-        literal(stamp.at, UtcDateTime),
+        _at(at if at is not None else stamp.at),
     ).where(_HAS_READING)
 
 
@@ -358,16 +365,18 @@ def insert_new_portable(source: str, stamp: Stamp) -> Executable:
     return insert(readings).from_select(_READING_COLUMNS, query)
 
 
-def insert_new_postgresql(source: str, stamp: Stamp) -> Executable:
+def insert_new_postgresql(
+    source: str, stamp: Stamp, at: BindParameter[Any] | None = None
+) -> Executable:
     statement = (
         postgresql.insert(readings)
-        .from_select(_READING_COLUMNS, _new_readings(source, stamp))
+        .from_select(_READING_COLUMNS, _new_readings(source, stamp, at))
         .on_conflict_do_nothing(index_elements=["device_id", "reading_type_id", "ts"])
     )
     return _specific(statement, "postgresql")
 
 
-def insert_raw_sqlite(received_at: datetime) -> Executable:
+def insert_raw_sqlite(received_at: datetime | BindParameter[Any]) -> Executable:
     statement = (
         sqlite.insert(raw_values)
         .from_select(_RAW_COLUMNS, _raw_select(received_at))
@@ -376,10 +385,12 @@ def insert_raw_sqlite(received_at: datetime) -> Executable:
     return _specific(statement, "sqlite")
 
 
-def insert_new_sqlite(source: str, stamp: Stamp) -> Executable:
+def insert_new_sqlite(
+    source: str, stamp: Stamp, at: BindParameter[Any] | None = None
+) -> Executable:
     statement = (
         sqlite.insert(readings)
-        .from_select(_READING_COLUMNS, _new_readings(source, stamp))
+        .from_select(_READING_COLUMNS, _new_readings(source, stamp, at))
         .on_conflict_do_nothing(index_elements=["device_id", "reading_type_id", "ts"])
     )
     return _specific(statement, "sqlite")
@@ -460,6 +471,29 @@ def clear_stage() -> Executable:
     return delete(stage)
 
 
+# The two statements every batch runs, built once per dialect (and source) with the time
+# bound at execution: building and keying them cost more than running them on a small batch.
+_STAMP_AT = "mdm_stamp_at"
+_PREBUILT: dict[tuple[str, str, str], Executable] = {}
+_CLEAR_STAGE = clear_stage()
+
+
+def _prebuilt(kind: str, dialect: str, source: str = "") -> Executable:
+    key = (kind, dialect, source)
+    statement = _PREBUILT.get(key)
+    if statement is None:
+        at = bindparam(_STAMP_AT, type_=UtcDateTime)
+        no_stamp = Stamp(datetime.min.replace(tzinfo=UTC), "", "")
+        builders = {
+            ("raw", "sqlite"): lambda: insert_raw_sqlite(at),
+            ("raw", "postgresql"): lambda: insert_raw_postgresql(at),
+            ("new", "sqlite"): lambda: insert_new_sqlite(source, no_stamp, at),
+            ("new", "postgresql"): lambda: insert_new_postgresql(source, no_stamp, at),
+        }
+        statement = _PREBUILT[key] = builders[(kind, dialect)]()
+    return statement
+
+
 def portable_statements(source: str, stamp: Stamp) -> list[Executable]:
     """Every statement the portable (Oracle) path runs for one staged pass."""
     return [
@@ -536,8 +570,9 @@ def write(
             _stage_sqlite(conn, rows)
             return version_portable(conn, source, stamp, readings_staged)
         _stage_sqlite(conn, rows)
-        raw = _count(conn, insert_raw_sqlite(stamp.at))
-        new = _count(conn, insert_new_sqlite(source, stamp))
+        at = {_STAMP_AT: stamp.at}
+        raw = _count(conn, _prebuilt("raw", dialect), at)
+        new = _count(conn, _prebuilt("new", dialect, source), at)
         versioned = 0
         if new < readings_staged:
             versioned = _supersede(conn, source, stamp, update_changed_from(source, stamp, dialect))
@@ -567,13 +602,17 @@ def _supersede(conn: Connection, source: str, stamp: Stamp, update_statement: Ex
     return versioned
 
 
-def _count(conn: Connection, statement: Executable) -> int:
-    return conn.execute(statement, execution_options={"preserve_rowcount": True}).rowcount
+def _count(
+    conn: Connection, statement: Executable, parameters: dict[str, Any] | None = None
+) -> int:
+    return conn.execute(
+        statement, parameters, execution_options={"preserve_rowcount": True}
+    ).rowcount
 
 
 def _stage_sqlite(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
     _ensure_temporary_stage(conn)
-    conn.execute(clear_stage())
+    conn.execute(_CLEAR_STAGE)
     _dbapi_cursor(conn).executemany(_SQLITE_STAGE_INSERT, rows)
 
 
@@ -592,8 +631,9 @@ def _write_postgresql(
     saved = cursor.execute(f"SELECT {', '.join(_PLAN_SETTINGS_READ)}").fetchone()
     # SET LOCAL ends with the transaction, or with the SAVEPOINT rolled back on an error.
     cursor.execute(_PLAN_SETTINGS_SET)
-    raw = _count(conn, insert_raw_postgresql(stamp.at))
-    new = _count(conn, insert_new_postgresql(source, stamp))
+    at = {_STAMP_AT: stamp.at}
+    raw = _count(conn, _prebuilt("raw", "postgresql"), at)
+    new = _count(conn, _prebuilt("new", "postgresql", source), at)
     versioned = 0
     if new < readings_staged:
         versioned = _supersede(
@@ -663,11 +703,19 @@ def _copy_line(exc: Exception) -> int | None:
     return None
 
 
+_CREATE_STAGE_SQL: dict[str, str] = {}
+
+
 def _ensure_temporary_stage(conn: Connection) -> None:
     # One round trip per batch; the table lives as long as the connection (and vanishes
-    # with a rolled-back transaction that created it, hence no caching of "created").
-    statement = CreateTable(_temporary_stage[conn.dialect.name], if_not_exists=True)
-    conn.execute(_specific(statement, conn.dialect.name))
+    # with a rolled-back transaction that created it, hence no caching of "created"). The
+    # DDL is compiled once per dialect (SQLAlchemy does not cache DDL compilation).
+    dialect = conn.dialect.name
+    sql = _CREATE_STAGE_SQL.get(dialect)
+    if sql is None:
+        statement = CreateTable(_temporary_stage[dialect], if_not_exists=True)
+        sql = _CREATE_STAGE_SQL[dialect] = str(statement.compile(dialect=conn.dialect))
+    conn.exec_driver_sql(sql)
 
 
 def _dbapi_cursor(conn: Connection) -> Any:

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import struct
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -85,6 +85,8 @@ class IngestResult:
     readings_new: int = 0  # intervals the store had no value for
     readings_versioned: int = 0  # intervals that got a new version
     estimates_stored: int = 0  # estimated versions written from the validator's points
+    #: code -> id of the batch's ReadingTypes (registered in the same transaction when new)
+    reading_type_ids: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def raw_duplicates(self) -> int:
@@ -99,17 +101,31 @@ def ingest(
     who: str = INGEST_WHO,
     reason: str = "meter data",
     received_at: datetime | None = None,
+    reading_type_ids: Mapping[str, int] | None = None,
+    devices: Mapping[str, tuple[int, str]] | None = None,
 ) -> IngestResult:
-    """Normalise, validate and store one batch (see the module docstring)."""
+    """Normalise, validate and store one batch (see the module docstring).
+
+    A caller storing many batches in transactions of its own (``db`` a Connection) may pass
+    what it knows, to save a query each: ``reading_type_ids`` (code -> id of committed
+    ReadingTypes; a Store keeps its own) and ``devices`` (mRID -> (device id, time zone),
+    as :func:`mdm.devices.device_ids` gives them)."""
     check_who(who)
     batch = rows if isinstance(rows, Sequence) else list(rows)
     if not batch:
         return IngestResult()
     stamp = bulk.Stamp(at=received_at or datetime.now(UTC), who=who, reason=reason)
+    known = _Known(reading_type_ids, devices)
     try:
-        return _ingest(db, batch, validator, stamp, fresh=True)
+        return _ingest(db, batch, validator, stamp, fresh=True, known=known)
     except bulk.FreshConflict:  # rolled back: a concurrent writer stored some of it first
-        return _ingest(db, batch, validator, stamp, fresh=False)
+        return _ingest(db, batch, validator, stamp, fresh=False, known=known)
+
+
+@dataclass(frozen=True, slots=True)
+class _Known:
+    reading_type_ids: Mapping[str, int] | None = None
+    devices: Mapping[str, tuple[int, str]] | None = None
 
 
 def _ingest(
@@ -119,10 +135,11 @@ def _ingest(
     stamp: bulk.Stamp,
     *,
     fresh: bool,
+    known: _Known = _Known(),
 ) -> IngestResult:
     store = db if isinstance(db, Store) else None
     with transaction(db) as conn:
-        plan = _Batch(conn, batch, store)
+        plan = _Batch(conn, batch, store, known)
         plan.normalise()
         plan.register_reading_types()
         failed: list[int] = []
@@ -148,6 +165,7 @@ def _ingest(
         readings_new=meter.new + estimates.new,
         readings_versioned=meter.versioned + estimates.versioned,
         estimates_stored=estimates.new + estimates.versioned,
+        reading_type_ids=plan.rt_ids,
     )
 
 
@@ -236,10 +254,13 @@ class _Group:
 class _Batch:
     """One batch on its way through normalisation and validation."""
 
-    def __init__(self, conn: Connection, rows: Sequence[RawValue], store: Store | None) -> None:
+    def __init__(
+        self, conn: Connection, rows: Sequence[RawValue], store: Store | None, known: _Known
+    ) -> None:
         self.conn = conn
         self.rows = rows
         self.store = store
+        self.known = known
         self.fmt = bulk.StageFormat(conn.dialect.name)
         self.devices: dict[str, tuple[int, str]] = {}
         self.groups: dict[tuple[int, str], _Group] = {}
@@ -265,7 +286,7 @@ class _Batch:
         """Check every row and sort it into its group; nothing is written."""
         rows = self.rows
         try:
-            self.devices = devices = device_ids(self.conn, [r.device for r in rows])
+            self.devices = devices = self._device_ids([r.device for r in rows])
         except AttributeError:
             for index, raw in enumerate(rows):
                 if not isinstance(raw, RawValue):
@@ -338,6 +359,14 @@ class _Batch:
                 group.ordered = False
         if ambiguous:
             self._resolve_ambiguous(ambiguous, on_grid)
+
+    def _device_ids(self, mrids: list[str]) -> dict[str, tuple[int, str]]:
+        known = self.known.devices
+        if known:
+            wanted = set(mrids)
+            if all(m in known for m in wanted):
+                return {m: known[m] for m in wanted}
+        return device_ids(self.conn, mrids)
 
     def _accept(
         self,
@@ -442,7 +471,9 @@ class _Batch:
 
     def register_reading_types(self) -> None:
         types = {ch.code: ch.reading_type for ch in self.channels.values()}
-        known = self.store.reading_type_ids if self.store is not None else None
+        known = (
+            self.store.reading_type_ids if self.store is not None else self.known.reading_type_ids
+        )
         self.rt_ids = ensure_reading_types(self.conn, types.values(), known)
 
     def _ordered(self) -> list[tuple[int, str, _Group, list[tuple[datetime, int]]]]:
