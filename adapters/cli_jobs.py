@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 ENV_DATABASE = "OPENHES_DATABASE_URL"
 ENV_BROKER = "OPENHES_BROKER_URL"
+ENV_NAMESPACE = "OPENHES_BROKER_NAMESPACE"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 CONTROLS = ("connect", "disconnect", "arm", "clock_sync")
 READS = ("registers", "profile", "events")
@@ -204,6 +205,12 @@ def _action(parser: argparse.ArgumentParser) -> None:
 def _broker(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--broker", default=None, help=f"broker URL (default: ${ENV_BROKER} or memory://)"
+    )
+    parser.add_argument(
+        "--namespace",
+        default=None,
+        help=f"prefix of the broker's queues, as the workers use (default: ${ENV_NAMESPACE} "
+        "or openhes)",
     )
     parser.add_argument(
         "--timeout", type=float, default=600.0, help="seconds to wait for the job (default 600)"
@@ -525,7 +532,10 @@ async def _submit_and_watch(args: argparse.Namespace, make: Callable[[Any], Any]
 
     store = _open_store(args)
     try:
-        bus = TaskBus.from_url(args.broker or os.environ.get(ENV_BROKER) or "memory://")
+        bus = TaskBus.from_url(
+            args.broker or os.environ.get(ENV_BROKER) or "memory://",
+            namespace=args.namespace or os.environ.get(ENV_NAMESPACE) or "openhes",
+        )
     except ValueError as exc:
         store.close()
         raise CliError(str(exc), EXIT_USAGE) from None

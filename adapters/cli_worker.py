@@ -9,7 +9,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import sys
 from pathlib import Path
@@ -45,6 +44,11 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         "worker",
         help="run tasks from the broker on the meters (scale out: one per process)",
         description=__doc__,
+    )
+    worker.add_argument(
+        "--config",
+        default=None,
+        help="TOML configuration file, as `openhes serve` reads (default: $OPENHES_CONFIG)",
     )
     worker.add_argument(
         "--database",
@@ -90,7 +94,15 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    broker = args.broker or os.environ.get(ENV_BROKER)
+    from adapters.config import ConfigError, load_settings
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"openhes worker: {exc}", file=sys.stderr)
+        return 2
+    configured = settings.sources["broker.url"] != "default"
+    broker = args.broker or (settings["broker.url"] if configured else None)
     if not broker:
         print(
             f"openhes worker: no broker: give --broker or set {ENV_BROKER} "
@@ -101,21 +113,20 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if broker.split("://", 1)[0].lower() == "memory":
         print("openhes worker: memory:// cannot be shared with other processes", file=sys.stderr)
         return 2
-    concurrency = args.concurrency
-    if concurrency is None:
-        text = os.environ.get(ENV_CONCURRENCY, "200")
-        try:
-            concurrency = _positive(text)
-        except argparse.ArgumentTypeError as exc:
-            print(f"openhes worker: {ENV_CONCURRENCY}: {exc}", file=sys.stderr)
-            return 2
-    namespace = args.namespace or os.environ.get(ENV_NAMESPACE) or "openhes"
+    concurrency = args.concurrency or settings["worker.concurrency"]
+    if concurrency < 1:
+        print(f"openhes worker: {ENV_CONCURRENCY}: {concurrency} is not >= 1", file=sys.stderr)
+        return 2
+    namespace = args.namespace or settings["broker.namespace"]
+    database = args.database
+    if database is None and settings.sources["database.url"] != "default":
+        database = settings["database.url"]
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     return asyncio.run(
         run_worker(
-            database=args.database,
+            database=database,
             broker=broker,
             namespace=namespace,
             concurrency=concurrency,

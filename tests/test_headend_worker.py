@@ -383,6 +383,9 @@ def test_the_registry_cache_expires(store: Store) -> None:
         (["worker", "--broker", "amqp://127.0.0.1:1//", "--concurrency", "0"], {}),
         (["worker", "--broker", "amqp://127.0.0.1:1//"], {"OPENHES_WORKER_CONCURRENCY": "x"}),
         (["worker", "--broker", "amqp://127.0.0.1:1//", "--database", "/nonexistent/d/x.db"], {}),
+        (["worker", "--config", "/nonexistent/openhes.toml"], {}),
+        (["worker"], {"OPENHES_BROKER_URL": "amqp://127.0.0.1:1//", "OPENHES_SOAP_PORT": "x"}),
+        (["worker"], {"OPENHES_BROKER_URL": "memory://"}),
     ],
 )
 def test_worker_command_refuses_bad_input(
@@ -390,7 +393,12 @@ def test_worker_command_refuses_bad_input(
 ) -> None:
     from adapters.cli import main
 
-    for name in ("OPENHES_BROKER_URL", "OPENHES_WORKER_CONCURRENCY", "OPENHES_DATABASE_URL"):
+    for name in (
+        "OPENHES_BROKER_URL",
+        "OPENHES_WORKER_CONCURRENCY",
+        "OPENHES_DATABASE_URL",
+        "OPENHES_CONFIG",
+    ):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
