@@ -2,9 +2,10 @@
 (SOAP, ESB, file drop).
 
 ``Router.handle(data, principal=..., channel=...)`` parses the message (hardened parser,
-SOAP unwrapped), finds the handler for its (Verb, Noun), checks the caller's rights, runs the
-handler and returns the ResponseMessage. It never raises: every problem is a ResponseMessage
-with Result FAILED and a documented code (docs/error-codes.md), correlated to the request.
+SOAP unwrapped; or takes the document its caller parsed already, ``root=``), finds the
+handler for its (Verb, Noun), checks the caller's rights, runs the handler and returns the
+ResponseMessage. It never raises: every problem is a ResponseMessage with Result FAILED and
+a documented code (docs/error-codes.md), correlated to the request.
 
 Routes (``ROUTES``; Noun ``GetMeterReadings``/``GetEndDeviceEvents`` with Verb get are read
 as ``MeterReadings``/``EndDeviceEvents``; ``execute`` is taken as ``create`` for controls):
@@ -60,6 +61,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from lxml import etree
+
 from cim.envelope import (
     Header,
     Message,
@@ -75,8 +78,10 @@ from cim.messages import (
     emit_message,
     failure_response,
     parse_message,
+    parse_message_element,
     reply_header,
     salvage_header,
+    unwrap_soap,
 )
 from cim.xmlsafe import DEFAULT_LIMITS, XmlLimits
 from headend.access import CONTROL_NOUNS, Principal, allowed
@@ -155,10 +160,22 @@ class Router:
 
     # -- entry points ------------------------------------------------------------------------
 
-    async def handle(self, data: bytes, *, principal: Principal, channel: str) -> RouterReply:
-        """The reply to one request (see the module docstring). Never raises."""
+    async def handle(
+        self,
+        data: bytes,
+        *,
+        principal: Principal,
+        channel: str,
+        root: etree._Element | None = None,
+    ) -> RouterReply:
+        """The reply to one request (see the module docstring). Never raises.
+
+        ``root``: ``data`` already parsed, the root element :func:`cim.xmlsafe.parse_bytes`
+        returned for it (with limits no looser than the router's), so that it is not parsed
+        a second time; e.g. the SOAP edge passes the Envelope it parsed. ``data`` is still
+        what is logged and replayed."""
         try:
-            return await self._handle(data, principal, channel)
+            return await self._handle(data, principal, channel, root)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -187,9 +204,14 @@ class Router:
 
     # -- the request path --------------------------------------------------------------------
 
-    async def _handle(self, data: bytes, principal: Principal, channel: str) -> RouterReply:
+    async def _handle(
+        self, data: bytes, principal: Principal, channel: str, root: etree._Element | None
+    ) -> RouterReply:
         try:
-            parsed = parse_message(data, limits=self.limits, require_served_noun=False)
+            if root is None or len(data) > self.limits.max_bytes:
+                parsed = parse_message(data, limits=self.limits, require_served_noun=False)
+            else:
+                parsed = parse_message_element(unwrap_soap(root), require_served_noun=False)
         except CimError as error:
             return self._failed([error], _safe_salvage(data, self.limits))
         message = parsed.message

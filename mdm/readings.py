@@ -11,7 +11,7 @@ whatever the window. Devices or ReadingTypes the store has never seen yield noth
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -169,6 +169,7 @@ class IdCache:
         self.device_ids: dict[str, int] = {}
         self.reading_type_ids: dict[str, int] = {}
         self.intervals: dict[int, timedelta | None] = {}
+        self.reading_type_codes: dict[int, str] = {}
 
     def devices(self, conn: Connection, mrids: Sequence[str]) -> dict[str, int]:
         known = self.device_ids
@@ -186,8 +187,24 @@ class IdCache:
             ).where(reading_types.c.code.in_(missing))
             for code, id_, seconds in conn.execute(query):
                 known[code] = id_
+                self.reading_type_codes[id_] = code
                 self.intervals[id_] = timedelta(seconds=seconds) if seconds else None
         return {c: known[c] for c in codes if c in known}
+
+    def codes(self, conn: Connection, ids: Iterable[int]) -> dict[int, str]:
+        """ReadingType id -> code (its interval kept too), for the stored ones among ``ids``."""
+        code_of = self.reading_type_codes
+        wanted = list(ids)
+        missing = sorted({i for i in wanted if i not in code_of})
+        for first in range(0, len(missing), _CHUNK):
+            query = select(
+                reading_types.c.code, reading_types.c.id, reading_types.c.interval_seconds
+            ).where(reading_types.c.id.in_(missing[first : first + _CHUNK]))
+            for code, id_, seconds in conn.execute(query):
+                self.reading_type_ids[code] = id_
+                code_of[id_] = code
+                self.intervals[id_] = timedelta(seconds=seconds) if seconds else None
+        return {i: code_of[i] for i in wanted if i in code_of}
 
 
 def _series(

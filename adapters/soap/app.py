@@ -2,9 +2,10 @@
 
 For each POST it checks the transport (content type, size cap before parsing, the hardened
 parse, the SOAP envelope), dispatches on SOAPAction, then the Body's root element, then the
-Header's Verb and Noun, authenticates the caller, and hands the request bytes to
-``Router.handle``. Transport-level problems are SOAP Faults (with the OpenHES error code in
-the detail); message-level ones are the router's ResponseMessages with Result FAILED.
+Header's Verb and Noun, authenticates the caller, and hands the request bytes (and the
+document it parsed) to ``Router.handle``. Transport-level problems are SOAP Faults (with the
+OpenHES error code in the detail); message-level ones are the router's ResponseMessages with
+Result FAILED.
 
     {base}/{Service}           POST: SOAP 1.1 (text/xml) or 1.2 (application/soap+xml)
     {base}/{Service}?wsdl      the WSDL, its address rewritten to the URL it was fetched at
@@ -121,6 +122,10 @@ class SoapEdge:
         self.settings = settings
         self.services = catalogue(tuple(settings.services))
         self.limits = XmlLimits(max_bytes=settings.max_request_bytes, max_depth=settings.max_depth)
+        # The router takes the parsed Envelope instead of parsing the bytes again, when this
+        # parse is no looser than its own would be.
+        limits = getattr(router, "limits", None)
+        self._share = limits is not None and self.limits.max_depth <= limits.max_depth
         self._xsds = xsd_names()
 
     # ------------------------------------------------------------ HTTP entry points
@@ -205,7 +210,8 @@ class SoapEdge:
             )
         # 3. One hardened parse; the SOAP envelope.
         try:
-            soap = read_envelope(parse_bytes(data, self.limits), version)
+            document = parse_bytes(data, self.limits)
+            soap = read_envelope(document, version)
         except CimError as error:
             return self._client_fault(service, version, error.error, error.reason)
         except EnvelopeError as error:
@@ -229,7 +235,9 @@ class SoapEdge:
             )
         # 6. The router: a ResponseMessage for everything it can read.
         try:
-            reply = await self.router.handle(data, principal=principal, channel=CHANNEL)
+            reply = await self.router.handle(
+                data, principal=principal, channel=CHANNEL, root=document if self._share else None
+            )
             body = reply.body
             if operation is not None and not is_generic_root(soap.body_root):
                 body = rewrap(body, operation.output)

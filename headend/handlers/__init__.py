@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
+from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
 from cim.envelope import Header, Identifier, Message, ReplyError
 from cim.errors import CimError, ErrorCode
@@ -85,9 +86,25 @@ class Context:
         value = self.option(name)
         return value is not None and value.lower() in ("true", "1", "yes")
 
-    async def run_blocking(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Database work off the event loop, so waiting requests keep being served."""
+    async def run_blocking(
+        self, function: Callable[..., Any], *args: Any, small: bool = False, **kwargs: Any
+    ) -> Any:
+        """Database work off the event loop (in a worker thread), so other requests keep
+        being served meanwhile. Run here instead when the store's connection cannot be used
+        from another thread while this loop uses it (see :func:`threads_allowed`), and for
+        ``small`` work (the caller expects a few thousand rows at most) on an embedded
+        SQLite store: that is CPU work of this process, which a thread would not overlap
+        with anything, and the hand-off to a thread and back costs more CPU than it takes."""
+        if not threads_allowed(self.store) or (small and self.store.dialect == "sqlite"):
+            return function(*args, **kwargs)
         return await asyncio.to_thread(function, *args, **kwargs)
+
+
+def threads_allowed(store: Store) -> bool:
+    """Whether database work for ``store`` may run in worker threads: not when every thread
+    shares one connection (SQLite in memory: a StaticPool or a SingletonThreadPool), whose
+    transactions would interleave with the event loop's own database work."""
+    return not isinstance(store.engine.pool, (StaticPool, SingletonThreadPool))
 
 
 @dataclass
@@ -149,9 +166,12 @@ def resolve_devices(
     devices: Sequence[ObjectRef] = (),
     groups: Sequence[ObjectRef] = (),
     usage_points: Sequence[ObjectRef] = (),
+    *,
+    conn: Connection | None = None,
 ) -> Devices:
     """Devices by mRID (or name / alternative name when no mRID is registered), devices of
-    groups (by name, recursively) and of usage points (by mRID or name)."""
+    groups (by name, recursively) and of usage points (by mRID or name). ``conn``: a
+    connection of ``store`` to read with (else one is opened)."""
     out = Devices()
     seen: set[str] = set()
 
@@ -160,7 +180,7 @@ def resolve_devices(
             seen.add(mrid)
             out.mrids.append(mrid)
 
-    with reading(store) as conn:
+    with reading(store if conn is None else conn) as conn:
         wanted = [ref.mrid for ref in devices if ref.mrid]
         # mRID -> id is permanent (devices are never deleted): the store's cache serves it.
         known = store.ids.devices(conn, wanted) if wanted else {}
@@ -286,5 +306,6 @@ __all__ = [
     "device_error",
     "device_note",
     "resolve_devices",
+    "threads_allowed",
     "window",
 ]

@@ -4,8 +4,9 @@
 or name) x the ReadingTypes asked for (all the store holds for them in the window when none
 is given) x one window: the union of the Reading.timePeriod and TimeSchedule intervals, else
 the Request's StartTime/EndTime; a missing end is now, a missing start one day before the end.
-The answer comes from the store (:func:`mdm.export.export_cim`: interval data as
-IntervalBlocks, registers as Readings), current values.
+The answer comes from the store (:func:`mdm.export.meter_readings_xml`, the document
+:func:`mdm.export.export_cim` writes: interval data as IntervalBlocks, registers as Readings),
+current values. The database work runs off the event loop (:meth:`Context.run_blocking`).
 
 Before answering, an on-demand read job goes through the head-end (its priority is the
 on-demand one) for the devices the store has no reading for in the window when the window
@@ -26,14 +27,14 @@ its own); a warning says so.
 from __future__ import annotations
 
 import asyncio
-import io
+import threading
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from lxml import etree
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
 from cim.codelists.obis import reading_type_to_obis
 from cim.codelists.readingtype import ReadingType, RefKind, classify_reading_type_ref, unit_symbols
@@ -45,6 +46,7 @@ from cim.model import ObjectRef
 from headend import commands
 from headend.handlers import (
     Context,
+    Devices,
     Outcome,
     device_error,
     device_note,
@@ -53,10 +55,9 @@ from headend.handlers import (
 )
 from headend.handlers.jobs import run_job
 from mdm.database import reading
-from mdm.devices import device_ids
 from mdm.events import EndDeviceEvent as StoredEvent
 from mdm.events import store_events
-from mdm.export import export_cim
+from mdm.export import meter_readings_xml
 from mdm.ingest import ingest
 from mdm.normalise import SCALER_MAX, SCALER_MIN, RawValue
 from mdm.schema import reading_types as reading_type_table
@@ -65,8 +66,10 @@ from mdm.schema import readings as reading_table
 #: A window ending less than this before now "reaches the present": missing data is read.
 PRESENT = timedelta(minutes=15)
 ON_DEMAND_OPTION = "OnDemand"
+#: Device-days up to which a get is answered on the event loop on an embedded SQLite store
+#: (see Context.run_blocking); larger requests, groups and other databases use a thread.
+SMALL_REQUEST = timedelta(days=7)
 _TEMPLATE = "*"  # headend.job_actions.TEMPLATE_DEVICE: the job gives each task its meter
-_PARSER = etree.XMLParser(huge_tree=True, resolve_entities=False, no_network=True)
 
 
 # --- get ---------------------------------------------------------------------------------------
@@ -123,82 +126,112 @@ async def get_meter_readings(ctx: Context) -> Outcome:
     now = datetime.now(UTC)
     start, end = window(periods, now=now)
     codes = _codes(ctx, query)
-    found = resolve_devices(
-        ctx.store, query.end_devices, query.end_device_groups, query.usage_points
+    forced = ctx.flag(ON_DEMAND_OPTION)
+    if ctx.headend is None and forced:
+        ctx.warnings.append("no head-end here: answered from the store only")
+    # Which devices to read first: every one (forced), those the store lacks data for
+    # (the window reaches the present), or none. Database work runs off the event loop, in
+    # one hop when nothing is to be read.
+    check = "none"
+    if ctx.headend is not None:
+        check = "all" if forced else ("lacking" if end > now - PRESENT else "none")
+    small = (
+        not (query.end_device_groups or query.usage_points)
+        and len(query.end_devices) * (end - start) <= SMALL_REQUEST
+    )
+    found, targets, document = await ctx.run_blocking(
+        _from_store, ctx, query, codes, start, end, check, small=small
     )
     errors: list[ReplyError] = list(found.errors)
     mrids = found.mrids
     if not mrids:
         return Outcome(errors=errors)
-    forced = ctx.flag(ON_DEMAND_OPTION)
-    if ctx.headend is None:
-        if forced:
-            ctx.warnings.append("no head-end here: answered from the store only")
-    else:
-        targets = mrids
-        if not forced:
-            targets = _lacking(ctx, mrids, codes, start, end) if end > now - PRESENT else []
-        if targets:
-            errors.extend(await _read(ctx, targets, codes, start, end, now))
-            if end >= now:  # open-ended: include what was just read (registers read "now")
-                end = max(end, datetime.now(UTC))
-    if not codes:
-        codes = _stored_codes(ctx, mrids, start, end)
-    document = _export(ctx, mrids, codes, start, end)
+    if targets:
+        errors.extend(await _read(ctx, targets, codes, start, end, now))
+        if end >= now:  # open-ended: include what was just read (registers read "now")
+            end = max(end, datetime.now(UTC))
+        document = await ctx.run_blocking(_export, ctx, mrids, codes, start, end, small=small)
     failed = {e.id.value for e in errors if e.id is not None}
     return Outcome(document, errors, succeeded=sum(1 for m in mrids if m not in failed))
 
 
+def _from_store(
+    ctx: Context,
+    query: GetMeterReadings,
+    codes: list[str],
+    start: datetime,
+    end: datetime,
+    check: str,
+) -> tuple[Devices, list[str], etree._Element | None]:
+    """The devices asked for, those to read first (``check``: "all", "lacking" or "none"),
+    and the answer from the store when none is to be read (else None); one connection."""
+    with reading(ctx.store) as conn:
+        found = resolve_devices(
+            ctx.store, query.end_devices, query.end_device_groups, query.usage_points, conn=conn
+        )
+        mrids = found.mrids
+        if not mrids:
+            return found, [], None
+        targets = mrids if check == "all" else []
+        if check == "lacking":
+            targets = _lacking(ctx, mrids, codes, start, end, conn)
+        if targets:
+            return found, targets, None
+        return found, [], _export(ctx, mrids, codes, start, end, conn)
+
+
 def _lacking(
-    ctx: Context, mrids: list[str], codes: list[str], start: datetime, end: datetime
+    ctx: Context,
+    mrids: list[str],
+    codes: list[str],
+    start: datetime,
+    end: datetime,
+    conn: Connection,
 ) -> list[str]:
     """The devices with no stored reading (of ``codes``, or any) in ``(start, end]``."""
-    with reading(ctx.store) as conn:
-        ids = {id_: mrid for mrid, (id_, _) in device_ids(conn, mrids).items()}
-        query = (
-            select(reading_table.c.device_id)
-            .distinct()
-            .where(
-                reading_table.c.device_id.in_(list(ids)),
-                reading_table.c.ts > start,
-                reading_table.c.ts <= end,
-            )
+    ids = {id_: mrid for mrid, id_ in ctx.store.ids.devices(conn, mrids).items()}
+    query = (
+        select(reading_table.c.device_id)
+        .distinct()
+        .where(
+            reading_table.c.device_id.in_(list(ids)),
+            reading_table.c.ts > start,
+            reading_table.c.ts <= end,
         )
-        if codes:
-            query = query.join(
-                reading_type_table, reading_type_table.c.id == reading_table.c.reading_type_id
-            ).where(reading_type_table.c.code.in_(codes))
-        present = {ids[i] for i in conn.execute(query).scalars()}
+    )
+    if codes:
+        query = query.join(
+            reading_type_table, reading_type_table.c.id == reading_table.c.reading_type_id
+        ).where(reading_type_table.c.code.in_(codes))
+    present = {ids[i] for i in conn.execute(query).scalars()}
     return [m for m in mrids if m not in present]
 
 
-def _stored_codes(ctx: Context, mrids: list[str], start: datetime, end: datetime) -> list[str]:
-    with reading(ctx.store) as conn:
-        ids = [id_ for id_, _ in device_ids(conn, mrids).values()]
-        query = (
-            select(reading_type_table.c.code)
-            .where(
-                reading_type_table.c.id.in_(
-                    select(reading_table.c.reading_type_id)
-                    .distinct()
-                    .where(
-                        reading_table.c.device_id.in_(ids),
-                        reading_table.c.ts > start,
-                        reading_table.c.ts <= end,
-                    )
-                )
-            )
-            .order_by(reading_type_table.c.id)
-        )
-        return list(conn.execute(query).scalars())
-
-
 def _export(
-    ctx: Context, mrids: list[str], codes: list[str], start: datetime, end: datetime
+    ctx: Context,
+    mrids: list[str],
+    codes: list[str],
+    start: datetime,
+    end: datetime,
+    conn: Connection | None = None,
 ) -> etree._Element:
-    out = io.BytesIO()
-    export_cim(ctx.store, out, mrids, codes, start, end)
-    return etree.fromstring(out.getvalue(), _PARSER)
+    """The MeterReadings document of ``codes`` (every ReadingType stored in the window when
+    none is given) for the devices, from the store (on ``conn`` when given)."""
+    db = ctx.store if conn is None else conn
+    data = meter_readings_xml(db, mrids, codes or None, start, end, ids=ctx.store.ids)
+    return etree.fromstring(data, _parser())
+
+
+_PARSERS = threading.local()  # lxml parsers are not thread-safe: one per thread
+
+
+def _parser() -> etree.XMLParser:
+    parser = getattr(_PARSERS, "parser", None)
+    if parser is None:
+        parser = _PARSERS.parser = etree.XMLParser(
+            huge_tree=True, resolve_entities=False, no_network=True
+        )
+    return parser
 
 
 def read_commands(
