@@ -16,7 +16,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from drivers.base import ConnectionParams, MeterSession
@@ -321,7 +321,37 @@ class ReadLoadProfile:
     name: str = "read_load_profile"
 
     async def execute(self, session: MeterSession, parameters: Mapping[str, Any]) -> object:
-        return await session.read_load_profile(parameters["start"], parameters["end"], self.profile)
+        start = first_capture(parameters["start"], parameters)
+        return await session.read_load_profile(start, parameters["end"], self.profile)
+
+
+DEFAULT_CAPTURE_MINUTES = 15
+
+
+def first_capture(start: datetime, parameters: Mapping[str, Any] | None = None) -> datetime:
+    """Where to start a load-profile read for the window ``(start, end]``: the capture at or
+    before ``start`` on the capture grid.
+
+    Interval consumption is the difference of consecutive captures of a cumulative register
+    (:mod:`headend.profile_deltas`), so the first interval of the window, which ends at the
+    first capture after ``start``, needs the capture at or before ``start`` too. A driver's
+    range includes its start (:meth:`drivers.base.MeterSession.read_load_profile`), so a
+    window starting on the grid is read as it is (a day's read gives 97 captures, 96
+    deltas); one starting between captures is extended back to the capture before it. The
+    grid is the job parameter ``interval_minutes`` (else 15) on the UTC day for an aware
+    ``start``, on the meter's clock for a naive one. The job's window is left as it is."""
+    if not isinstance(start, datetime):
+        return start  # the driver refuses it with its reason
+    minutes = (parameters or {}).get("interval_minutes")
+    if not isinstance(minutes, int) or isinstance(minutes, bool) or not 0 < minutes <= 1440:
+        minutes = DEFAULT_CAPTURE_MINUTES
+    if 1440 % minutes:
+        return start
+    if start.tzinfo is not None and start.utcoffset() is not None:
+        start = start.astimezone(UTC)
+    midnight = start.replace(hour=0, minute=0, second=0, microsecond=0)
+    offset = (start - midnight) % timedelta(minutes=minutes)
+    return start - offset
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,10 +399,12 @@ class CommandOperation:
             registers = await session.read_registers(list(command.obis))
             return commands.Readings(command, registers=tuple(registers))
         if isinstance(command, commands.ReadIntervalData):
-            rows = await session.read_load_profile(command.start, command.end, command.profile)
+            start = first_capture(command.start, parameters)
+            rows = await session.read_load_profile(start, command.end, command.profile)
             return commands.Readings(command, profile=tuple(rows))
         if isinstance(command, commands.FullRead):
-            rows = await session.read_load_profile(command.start, command.end, command.profile)
+            start = first_capture(command.start, parameters)
+            rows = await session.read_load_profile(start, command.end, command.profile)
             registers = await session.read_registers(list(command.obis))
             return commands.Readings(command, registers=tuple(registers), profile=tuple(rows))
         if isinstance(command, commands.ReadEvents):
@@ -438,6 +470,7 @@ __all__ = [
     "TaskState",
     "bulk_job",
     "command_job",
+    "first_capture",
     "group_job",
     "quick_job",
     "scheduled_job",

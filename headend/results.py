@@ -10,6 +10,14 @@
   the most common spacing of its rows (a single row: the job parameter ``interval_minutes``,
   else 15). Values of channels mdm has no ReadingType for (an OBIS code outside the mapping,
   a non-value column) are not stored; the task's result lists them under ``unmapped``.
+  A profile channel of a cumulative energy register (D = 8) is stored twice: the captures
+  under the captured-total (bulkQuantity) ReadingType with the capture period, and the
+  interval deltas (:mod:`headend.profile_deltas`: consecutive captures one period apart,
+  end-stamped, no delta across a missing capture) under the delta ReadingType, with the
+  source id ``delta(<obis>)``. The stored total just before a read's first capture closes the
+  first interval. A negative difference (reset, meter replaced, rollover) is no delta: the
+  total after it gets the quality ``2.4.8`` (MDC, reset occurred) and the task's result lists
+  it under ``resets``.
 - :class:`headend.commands.Events`: log entries become :class:`mdm.events.EndDeviceEvent`
   (the IDIS event code mapped to an EndDeviceEventType, the DLMS code and log kept in the
   details) and are stored with :func:`mdm.events.store_events`; only new ones are announced.
@@ -29,15 +37,20 @@ EventsStored, ControlDone, and JobFinished when this was the job's last open tas
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import itertools
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, select
 
-from cim.errors import ErrorCode
+from cim.codelists.obis import is_cumulative_register, obis_to_reading_type
+from cim.codelists.readingtype import ReadingType
+from cim.errors import CimError, ErrorCode
 from drivers.base import MeterEvent, ProfileRow, RegisterValue
 from headend import commands
 from headend.events import ControlDone, EventsStored, HeadEndEvent, JobFinished, ReadingsStored
@@ -49,16 +62,30 @@ from headend.jobstore import (
     record_attempt_end,
     roll_up,
 )
+from headend.profile_deltas import Capture, Reset, interval_deltas
 from mdm.database import Store, transaction
 from mdm.errors import MdmError
 from mdm.events import EndDeviceEvent, store_events
 from mdm.ingest import ingest
-from mdm.normalise import Ambiguous, RawValue, Refused, channel, to_utc
+from mdm.normalise import (
+    Ambiguous,
+    RawValue,
+    Refused,
+    channel,
+    parse_unit,
+    resolve_repeated_hour,
+    to_utc,
+)
+from mdm.schema import SOURCE_METER, reading_types, readings
 from mdm.schema import events as events_table
+from mdm.series import Series
 
 DEFAULT_INTERVAL_MINUTES = 15
 FAILED_STATES = ("failed", "expired", "cancelled")
 UNKNOWN_EVENT = "3.17.43.0"  # electric meter, logs, event, (not mapped)
+#: ReadingQualityType "reset occurred" (category 4 alarm, sub-category 8) set by the MDC
+#: (system 2, the head-end): on the captured total that came out lower than the one before.
+QUALITY_RESET = "2.4.8"
 
 #: IDIS / DLMS standard event codes -> IEC 61968-9 EndDeviceEventType.
 EVENT_TYPES: dict[int, str] = {
@@ -130,10 +157,77 @@ def _raw(
     )
 
 
+_DELTA_SOURCE = "delta({})"
+
+
+def delta_source_id(obis: str) -> str:
+    """The source id under which the interval deltas derived from ``obis`` are stored (its
+    raw_values rows say they were computed, not received)."""
+    return _DELTA_SOURCE.format(obis)
+
+
+@functools.lru_cache(maxsize=1024)
+def _profile_codes(obis: str, interval: int) -> tuple[str, str] | None:
+    """(captured-total code, delta code) of a profile channel of a cumulative register."""
+    if not is_cumulative_register(obis):
+        return None
+    try:
+        total = obis_to_reading_type(obis, interval_minutes=interval, cumulative=True)
+        delta = obis_to_reading_type(obis, interval_minutes=interval)
+    except CimError:
+        return None
+    return total.code, delta.code
+
+
+class _Unresolved(Exception):
+    pass
+
+
+def profile_instants(rows: Sequence[ProfileRow], zone: str) -> list[datetime | None]:
+    """The UTC instant of each profile row, as mdm will resolve it (the repeated autumn hour
+    without a DST flag by the rows' order); None where mdm will refuse the time."""
+    out: list[datetime | None] = [None] * len(rows)
+    items: list[tuple[int, datetime | Ambiguous]] = []
+    for index, row in enumerate(rows):
+        try:
+            ts = to_utc(row.timestamp, row.dst, zone)
+        except Ambiguous as exc:
+            items.append((index, exc))
+            continue
+        except (Refused, TypeError, AttributeError):
+            continue
+        out[index] = ts
+        items.append((index, ts))
+    if any(isinstance(ts, Ambiguous) for _, ts in items):
+        try:
+            resolved = resolve_repeated_hour(items, lambda _index, reason: _Unresolved(reason))
+        except _Unresolved:
+            return out  # ingest refuses the batch, with the reason
+        for index, ts in resolved.items():
+            out[index] = ts
+    return out
+
+
+#: [(source id, captured-total ReadingType code, UTC instant, unit)] -> source id -> the
+#: total stored at that instant, in that unit
+PreviousLookup = Callable[[Sequence[tuple[str, str, datetime, str]]], Mapping[str, Capture]]
+
+
 def raw_values(
-    spec: TaskSpec, result: commands.Readings, *, read_at: datetime
-) -> tuple[list[RawValue], dict[str, str]]:
-    """The values to ingest, and the channels left out (source id -> why)."""
+    spec: TaskSpec,
+    result: commands.Readings,
+    *,
+    read_at: datetime,
+    previous: PreviousLookup | None = None,
+) -> tuple[list[RawValue], dict[str, str], list[tuple[str, Reset]]]:
+    """The values to ingest, the channels left out (source id -> why) and the register resets
+    seen in the profile ((source id, reset)).
+
+    A profile channel of a cumulative register (D = 8) gives two series: each capture under
+    the captured-total ReadingType (bulkQuantity with the capture period) and the interval
+    deltas under the delta ReadingType (see :mod:`headend.profile_deltas`), stamped at the
+    interval end in UTC with the source id ``delta(<obis>)``. ``previous`` looks up stored
+    totals for the interval before each channel's first capture."""
     task = str(spec.task_id)
     mrid = spec.mrid
     rows: list[RawValue] = []
@@ -141,12 +235,14 @@ def raw_values(
     for value in result.registers:
         time = value.capture_time or read_at
         append(_raw(mrid, value, time, value.status, None, None, task))
+    interval = 0
     if result.profile:
         interval = interval_minutes(result.profile, spec.parameters)
         for row in result.profile:
             stamp, dst, row_status = row.timestamp, row.dst, row.status
             for value in row.values.values():
                 status = value.status if value.status is not None else row_status
+                codes = _profile_codes(value.obis, interval)
                 append(
                     RawValue(
                         mrid,
@@ -158,19 +254,20 @@ def raw_values(
                         status or 0,
                         dst,
                         interval,
-                        None,
+                        codes[0] if codes is not None else None,
                         task,
                     )
                 )
     unmapped: dict[str, str] = {}
-    known: dict[tuple[str, int | None, str, int], bool] = {}
+    known: dict[tuple[str, int | None, str | None, str, int], bool] = {}
     kept: list[RawValue] = []
+    cumulative: dict[str, tuple[str, str]] = {}  # source id -> (total code, delta code)
     for raw in rows:
-        key = (raw.source_id, raw.interval_minutes, raw.unit, raw.scaler)
+        key = (raw.source_id, raw.interval_minutes, raw.reading_type, raw.unit, raw.scaler)
         ok = known.get(key)
         if ok is None:
             try:
-                channel(raw.source_id, raw.interval_minutes, None, raw.unit, raw.scaler)
+                channel(*key)
                 ok = True
             except (Refused, TypeError) as exc:
                 ok = False
@@ -178,7 +275,144 @@ def raw_values(
             known[key] = ok
         if ok:
             kept.append(raw)
-    return kept, unmapped
+            if raw.interval_minutes and raw.reading_type is not None:
+                codes = _profile_codes(raw.source_id, raw.interval_minutes)
+                if codes is not None:
+                    cumulative[raw.source_id] = codes
+    resets: list[tuple[str, Reset]] = []
+    if cumulative:
+        deltas, resets = _deltas(spec, result.profile, interval, cumulative, known, previous)
+        kept.extend(deltas)
+    return kept, unmapped, resets
+
+
+def _deltas(
+    spec: TaskSpec,
+    profile: Sequence[ProfileRow],
+    interval: int,
+    cumulative: Mapping[str, tuple[str, str]],
+    known: Mapping[tuple[str, int | None, str | None, str, int], bool],
+    previous: PreviousLookup | None,
+) -> tuple[list[RawValue], list[tuple[str, Reset]]]:
+    """The delta RawValues of the profile's cumulative channels (see :func:`raw_values`)."""
+    captures: dict[str, list[Capture]] = {source: [] for source in cumulative}
+    for row, at in zip(profile, profile_instants(profile, spec.time_zone), strict=True):
+        if at is None:
+            continue
+        for value in row.values.values():
+            series = captures.get(value.obis)
+            codes = cumulative.get(value.obis)
+            if series is None or codes is None:
+                continue
+            if not known.get((value.obis, interval, codes[0], value.unit, value.scaler)):
+                continue
+            status = value.status if value.status is not None else row.status
+            series.append(Capture(at, value.raw, value.scaler, value.unit, status or 0))
+    step = timedelta(minutes=interval)
+    before: Mapping[str, Capture] = {}
+    if previous is not None:
+        wanted = [
+            (source, cumulative[source][0], first.at - step, first.unit)
+            for source, series in captures.items()
+            if series
+            for first in [min(series, key=lambda c: c.at)]
+        ]
+        before = previous(wanted) if wanted else {}
+    out: list[RawValue] = []
+    resets: list[tuple[str, Reset]] = []
+    task = str(spec.task_id)
+    for source, series in captures.items():
+        found, lost = interval_deltas(series, step, before.get(source))
+        code = cumulative[source][1]
+        resets.extend((source, reset) for reset in lost)
+        for d in found:
+            out.append(
+                RawValue(
+                    spec.mrid,
+                    delta_source_id(source),
+                    d.end,
+                    d.raw,
+                    d.unit,
+                    d.scaler,
+                    d.status,
+                    None,
+                    interval,
+                    code,
+                    task,
+                )
+            )
+    return out, resets
+
+
+def _reset_json(source: str, reset: Reset) -> dict[str, str]:
+    return {
+        "source": source,
+        "end": _iso(reset.end) or "",
+        "before": str(reset.before),
+        "after": str(reset.after),
+    }
+
+
+def _flag_resets(resets: Sequence[tuple[str, Reset]], codes: Mapping[str, str]):
+    """The ingest validator that flags the captured total after a reset with
+    QUALITY_RESET (the interval's delta is left out)."""
+    flagged: dict[str, set[datetime]] = {}
+    for source, reset in resets:
+        flagged.setdefault(codes[source], set()).add(reset.end)
+
+    def hook(series: Series) -> Series:
+        stamps = flagged.get(series.key.reading_type)
+        if not stamps:
+            return series
+        points = [
+            p.with_qualities(QUALITY_RESET) if p.timestamp in stamps else p for p in series.points
+        ]
+        return Series(series.key, points, series.interval)
+
+    return hook
+
+
+def _previous_lookup(conn: Connection, spec: TaskSpec) -> PreviousLookup:
+    """Stored meter totals (the capture before a window, read by an earlier task)."""
+
+    def lookup(wanted: Sequence[tuple[str, str, datetime, str]]) -> Mapping[str, Capture]:
+        codes = {code for _, code, _, _ in wanted}
+        query = (
+            select(reading_types.c.code, readings.c.ts, readings.c.value)
+            .join(reading_types, reading_types.c.id == readings.c.reading_type_id)
+            .where(
+                readings.c.device_id == spec.device_id,
+                readings.c.source == SOURCE_METER,
+                reading_types.c.code.in_(sorted(codes)),
+                readings.c.ts.in_(sorted({at for _, _, at, _ in wanted})),
+            )
+        )
+        stored = {(code, ts.astimezone(UTC)): value for code, ts, value in conn.execute(query)}
+        out: dict[str, Capture] = {}
+        for source, code, at, unit in wanted:
+            value = stored.get((code, at))
+            if value is not None:
+                with contextlib.suppress(ValueError):  # another unit: no delta from it
+                    out[source] = capture_of(value, at, code, unit)
+        return out
+
+    return lookup
+
+
+def capture_of(value: Decimal, at: datetime, code: str, unit: str) -> Capture:
+    """A stored total (in its ReadingType's unit and multiplier) as an exact Capture in
+    ``unit`` (the meter's unit symbol, maybe SI-prefixed: "Wh", "kWh")."""
+    rt = ReadingType.parse(code)
+    unit_code, prefix = parse_unit(unit)
+    if unit_code != rt.unit:
+        raise ValueError(f"unit {unit!r} is not the unit of ReadingType {code}")
+    scaled = value.scaleb(rt.multiplier - prefix).normalize()
+    sign, digits, exponent = scaled.as_tuple()
+    assert isinstance(exponent, int)
+    raw = int("".join(map(str, digits)) or "0") * (-1 if sign else 1)
+    if exponent > 0:
+        raw, exponent = raw * 10**exponent, 0
+    return Capture(at, raw, exponent, unit)
 
 
 def _utc(time: datetime, dst: bool | None, zone: str) -> datetime:
@@ -375,7 +609,8 @@ def _complete(
     if isinstance(result, commands.ConfigurationOutcome):
         return _finish_other(conn, spec, result)
     if isinstance(result, commands.Readings):
-        rows, unmapped = raw_values(spec, result, read_at=read_at)
+        lookup = _previous_lookup(conn, spec) if spec.device_id else None
+        rows, unmapped, resets = raw_values(spec, result, read_at=read_at, previous=lookup)
         event, window = _readings_stored(spec, rows)
         payload: dict[str, Any] = {
             "readings": len(rows),
@@ -385,12 +620,22 @@ def _complete(
         }
         if unmapped:
             payload["unmapped"] = unmapped
+        validator = None
+        if resets:
+            payload["resets"] = [_reset_json(source, reset) for source, reset in resets]
+            totals = {
+                raw.source_id: raw.reading_type
+                for raw in rows
+                if raw.reading_type is not None and raw.source_id in {s for s, _ in resets}
+            }
+            validator = _flag_resets(resets, totals)
         if not finish_task(conn, spec.task_id, state="succeeded", result=payload):
             return []  # already finished: nothing is stored twice
         devices = {spec.mrid: (spec.device_id, spec.time_zone)} if spec.device_id else None
         stored = ingest(
             conn,
             rows,
+            validator=validator,
             who="headend",
             reason=f"task {spec.task_id}",
             reading_type_ids=known_types,
@@ -473,9 +718,11 @@ __all__ = [
     "EVENT_TYPES",
     "complete_task",
     "control_result",
+    "delta_source_id",
     "end_device_events",
     "event_type_for",
     "fail_task",
     "interval_minutes",
+    "profile_instants",
     "raw_values",
 ]

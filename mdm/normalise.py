@@ -15,7 +15,11 @@ needs more is refused, never rounded.
 **ReadingType.** ``reading_type`` (an 18-field code) when the raw value gives one, else the
 OBIS mapping of ``cim.codelists.obis`` for ``source_id`` with the load-profile capture period
 ``interval_minutes`` (energy in kWh, power in kW). When both are given and the OBIS code is a
-mapped one, they must agree (apart from the multiplier).
+mapped one, they must agree (apart from the multiplier). A load-profile channel of an energy
+register (D = 8) maps to the interval delta by default; the captured totals of that channel
+are given the bulkQuantity ReadingType with the same measuring period explicitly
+(``obis_to_reading_type(..., cumulative=True)``), which also agrees. Nothing here computes a
+delta: the value is stored as given (:mod:`headend.results` computes the deltas).
 
 **Time.** ``time`` is either aware (an instant: a UTC timestamp, or the meter's wall time with
 the UTC offset it sent) or naive: the meter's wall-clock time in the device's IANA time zone,
@@ -204,7 +208,7 @@ def _reading_type(source_id: str, interval_minutes: int | None, code: str | None
         rt = ReadingType.parse(code)
     except CimError as exc:
         raise Refused(ErrorCode.BAD_READING_TYPE, exc.reason) from None
-    if mapped is not None and mapped.replace(multiplier=0) != rt.replace(multiplier=0):
+    if mapped is not None and not _agrees(mapped, rt):
         raise Refused(
             ErrorCode.BAD_READING_TYPE,
             f"ReadingType {rt.code} ({rt.describe()}) does not match OBIS {source_id} "
@@ -217,6 +221,21 @@ def _reading_type(source_id: str, interval_minutes: int | None, code: str | None
             f"{interval_minutes}-minute capture period given",
         )
     return rt
+
+
+def _agrees(mapped: ReadingType, given: ReadingType) -> bool:
+    """Whether an explicit ReadingType fits the OBIS mapping: the same apart from the
+    multiplier, or, for a load-profile channel of an energy register (mapped to the interval
+    delta), the captured total (bulkQuantity, accumulation 1) with the same measuring period."""
+    mapped, given = mapped.replace(multiplier=0), given.replace(multiplier=0)
+    if mapped == given:
+        return True
+    return (
+        mapped.measuring_period != 0
+        and mapped.measurement_kind == 12
+        and mapped.accumulation == 4
+        and given == mapped.replace(accumulation=1)
+    )
 
 
 def _obis_reading_type(source_id: str, interval_minutes: int | None) -> ReadingType | None:

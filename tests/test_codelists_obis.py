@@ -13,6 +13,7 @@ from cim.codelists.obis import (
     ObisChannel,
     ObisCode,
     describe_obis,
+    is_cumulative_register,
     mapping_table_markdown,
     obis_to_reading_type,
     reading_type_to_obis,
@@ -174,6 +175,61 @@ def test_any_supported_entry_round_trips(obis: ObisCode, minutes: int | None) ->
     assert reading_type_to_obis(rt) == ObisChannel(obis, minutes)
 
 
+@pytest.mark.parametrize(
+    ("obis", "minutes", "delta", "total"),
+    [
+        (
+            "1-0:1.8.0",
+            15,
+            "0.0.2.4.1.1.12.0.0.0.0.0.0.0.0.3.72.0",
+            "0.0.2.1.1.1.12.0.0.0.0.0.0.0.0.3.72.0",
+        ),
+        (
+            "1-0:2.8.0",
+            60,
+            "0.0.7.4.19.1.12.0.0.0.0.0.0.0.0.3.72.0",
+            "0.0.7.1.19.1.12.0.0.0.0.0.0.0.0.3.72.0",
+        ),
+    ],
+)
+def test_a_profile_channel_of_an_energy_register_has_a_delta_and_a_total(
+    obis: str, minutes: int, delta: str, total: str
+) -> None:
+    assert obis_to_reading_type(obis, interval_minutes=minutes).code == delta
+    assert obis_to_reading_type(obis, interval_minutes=minutes, cumulative=True).code == total
+    code = ObisCode.parse(obis)
+    assert reading_type_to_obis(delta) == ObisChannel(code, minutes)
+    assert reading_type_to_obis(total) == ObisChannel(code, minutes, cumulative=True)
+    # a register read directly is cumulative already; the flag changes nothing there
+    assert obis_to_reading_type(obis, cumulative=True) == obis_to_reading_type(obis)
+    assert is_cumulative_register(obis)
+
+
+def test_every_energy_register_round_trips_as_captured_totals() -> None:
+    count = 0
+    for obis in supported_obis(max_tariff=2):
+        if not is_cumulative_register(obis):
+            with pytest.raises(CimError, match="not cumulative"):
+                obis_to_reading_type(obis, interval_minutes=15, cumulative=True)
+            continue
+        for minutes in (5, 15, 60):
+            for kilo in (True, False):
+                rt = obis_to_reading_type(
+                    obis, interval_minutes=minutes, kilo=kilo, cumulative=True
+                )
+                assert rt.accumulation == 1 and rt.interval_seconds == minutes * 60
+                assert reading_type_to_obis(rt) == ObisChannel(obis, minutes, cumulative=True)
+                count += 1
+    assert count > 100
+
+
+@pytest.mark.parametrize(
+    "code", ["1-0:1.7.0", "1-0:1.6.0", "1-0:1.4.0", "1-0:1.29.0", "0.0.96.10.1.255:3", "x"]
+)
+def test_only_energy_registers_are_cumulative(code: str) -> None:
+    assert not is_cumulative_register(code)
+
+
 def test_supported_set_covers_the_brief() -> None:
     supported = {obis.short for obis in supported_obis(max_tariff=8)}
     wanted = [f"1-0:{c}.8.{t}" for c in (1, 2) for t in range(9)]
@@ -213,7 +269,7 @@ def test_unsupported_obis_is_refused(obis: str, minutes: int | None, reason: str
     "code",
     [
         "0.0.0.6.0.1.158.0.0.0.0.0.0.0.129.0.29.0",  # Connexo's voltage kind
-        "0.0.2.1.1.1.12.0.0.0.0.0.0.0.0.3.72.0",  # 15-minute bulk: not a profile delta
+        "0.0.2.1.1.1.8.0.0.0.0.0.0.0.0.3.38.0",  # 15-minute bulk demand: not a register
         "0.0.53.4.1.1.12.0.0.0.0.0.0.0.0.3.72.0",  # fixed block, not an interval
         "0.0.0.1.1.1.12.0.0.0.0.0.0.0.0.6.72.0",  # MWh
         "0.0.0.6.0.1.54.0.0.0.0.0.0.0.129.3.29.0",  # kV

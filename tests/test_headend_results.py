@@ -11,6 +11,7 @@ import pytest
 from headend_samples import register
 from sqlalchemy import func, select
 
+from cim.codelists.obis import obis_to_reading_type
 from drivers.base import (
     ClockReading,
     ControlState,
@@ -115,18 +116,24 @@ def test_a_wall_clock_load_profile_lands_in_utc_and_unmapped_columns_are_listed(
     )
     events = complete_task(fleet, spec, commands.Readings(spec.command, profile=rows))
     stored = events[0]
-    code = channel(ENERGY, 15, None, "Wh", 1).code
-    assert isinstance(stored, ReadingsStored) and stored.reading_types == (code,)
+    delta = channel(ENERGY, 15, None, "Wh", 1).code
+    total = obis_to_reading_type(ENERGY, interval_minutes=15, cumulative=True).code
+    assert isinstance(stored, ReadingsStored) and stored.reading_types == (total, delta)
     first = datetime(2026, 1, 9, 23, 15, tzinfo=UTC)  # 00:15 CET
-    assert (stored.start, stored.end, stored.count) == (first, first + timedelta(minutes=45), 4)
-    (series,) = read(fleet, ["AMS"], [code], first - timedelta(minutes=15), stored.end)
-    assert [p.value for p in series.points] == [
+    assert (stored.start, stored.end, stored.count) == (first, first + timedelta(minutes=45), 7)
+    # the captured totals as read, and the deltas between them stamped at the interval end
+    (totals,) = read(fleet, ["AMS"], [total], first - timedelta(minutes=15), stored.end)
+    assert [p.value for p in totals.points] == [
         Decimal(v) for v in ("10.00", "10.01", "10.02", "10.03")
     ]
-    assert [p.status_bits for p in series.points] == [0, 8, 0, 0]
+    assert [p.status_bits for p in totals.points] == [0, 8, 0, 0]
+    (deltas,) = read(fleet, ["AMS"], [delta], first - timedelta(minutes=15), stored.end)
+    assert [(p.timestamp, p.value, p.status_bits) for p in deltas.points] == [
+        (first + timedelta(minutes=15 * i), Decimal("0.01"), 8 if i == 1 else 0) for i in (1, 2, 3)
+    ]
     (task,) = jobstore.task_records(fleet, spec.job_id)
     assert set(task.result["unmapped"]) == {"1.0.1.29.0.255", "0.0.96.10.1.255:3"}
-    assert task.result["readings"] == 4
+    assert task.result["readings"] == 7
 
 
 def test_the_profile_interval_is_the_rows_spacing():

@@ -14,6 +14,7 @@ from typing import TypeVar
 
 import pytest
 from worker_helpers import (
+    PER_CHANNEL,
     REGISTER,
     attempt_rows,
     fleet_in_thread,
@@ -325,8 +326,8 @@ def test_simulated_meters_full_read_and_controls(store: Store, bus: TaskBus) -> 
             for job_id in [*jobs, again]:
                 assert jobstore.job_state(store, job_id) == "completed", task_rows(store, job_id)
             stored = readings_per_device(store)
-            # 96 quarter-hours of each profile channel with a ReadingType, plus 2 registers.
-            channels = (stored[mrids[0]] - 2) / 96
+            # 96 deltas and 97 totals of each cumulative profile channel, plus 2 registers.
+            channels = (stored[mrids[0]] - 2) / PER_CHANNEL
             assert channels == int(channels) and channels >= 1
             assert stored == dict.fromkeys(mrids, stored[mrids[0]])
             assert superseded_readings(store) == 0

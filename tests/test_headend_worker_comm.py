@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import event
 from worker_helpers import (
     KEYRING,
+    PER_CHANNEL,
     attempt_rows,
     device_ids,
     fleet_in_thread,
@@ -125,7 +126,7 @@ def test_full_read_one_session_bytes_and_debug_log_per_meter(store: Store, bus: 
         job_id = run(body)
     assert jobstore.job_state(store, job_id) == "completed", task_rows(store, job_id)
     stored = readings_per_device(store)
-    channels = (stored[mrids[0]] - len(REGISTERS)) / 96
+    channels = (stored[mrids[0]] - len(REGISTERS)) / PER_CHANNEL  # deltas and totals
     assert channels == int(channels) and channels >= 1
     assert stored == dict.fromkeys(mrids, stored[mrids[0]])
     tasks = task_rows(store, job_id)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, func, select, text
 from worker_helpers import (
+    PER_CHANNEL,
     fleet_in_thread,
     job_done,
     readings_per_device,
@@ -176,10 +177,11 @@ def test_a_worker_killed_mid_job_loses_nothing_and_operates_no_switch_twice(
                 .where(task_attempts.c.worker == "A", task_attempts.c.finished_at.is_(None))
             ).all()
         assert killed_controls >= 1 and len(cut) >= killed_controls
-        # Every reading exactly once: 96 quarter-hours of each profile channel and 1 register.
+        # Every reading exactly once: 96 deltas and 97 totals of each cumulative profile
+        # channel and 1 register.
         stored = readings_per_device(store)
         per_meter = stored[mrids[0]]
-        assert (per_meter - 1) % 96 == 0 and per_meter > 96
+        assert (per_meter - 1) % PER_CHANNEL == 0 and per_meter > PER_CHANNEL
         assert stored == dict.fromkeys(mrids, per_meter)
         assert superseded_readings(store) == 0
         # Each control operated its switch exactly once, whoever ran it.

@@ -81,10 +81,16 @@ def submit(
     return job.job_id, messages
 
 
+#: What a day's read stores per cumulative profile channel: 96 quarter-hour deltas ending in
+#: (start, end] and the 97 captured totals they are computed from (start and end included).
+DAY_DELTAS, DAY_TOTALS = 96, 97
+PER_CHANNEL = DAY_DELTAS + DAY_TOTALS
+
+
 def yesterday() -> tuple[datetime, datetime]:
-    """Yesterday (UTC): 96 quarter-hour values, (start, end]."""
+    """Yesterday (UTC) as the window (start, end]: 96 quarter-hour intervals."""
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    return today - timedelta(days=1) + timedelta(minutes=15), today
+    return today - timedelta(days=1), today
 
 
 def task_rows(store: Store, job_id: str) -> list[Any]:

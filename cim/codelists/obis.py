@@ -12,8 +12,12 @@ reaches the caller.
 
 Load profiles: the OBIS code of a channel captured in a profile is the register's own
 (``1-0:1.8.0``), so the profile's capture period is an explicit argument, ``interval_minutes``.
-It sets the ReadingType measuringPeriod; for an energy register (D = 8) it also turns the
-reading into the interval's delta, which is what a head-end reports for a load-profile channel.
+It sets the ReadingType measuringPeriod. An energy register (D = 8) is cumulative: each capture
+is the register's total at the capture time, so a profile channel of it has two ReadingTypes
+with that measuring period: the interval's delta (accumulation 4, the default: what a head-end
+reports per interval, computed as cumulative(end) - cumulative(start) by
+:mod:`headend.results`) and, with ``cumulative=True``, the captured total itself
+(accumulation 1, bulkQuantity). :func:`is_cumulative_register` says which channels are such.
 
 Units and DLMS scaling: a DLMS register carries ``scaler_unit`` = (scaler, unit enum); the
 value it means is ``raw * 10**scaler`` in that unit (DLMS unit 30 = Wh, 32 = varh, 31 = VAh,
@@ -102,10 +106,14 @@ class ObisCode:
 
 @dataclass(frozen=True)
 class ObisChannel:
-    """An OBIS code with the load-profile capture period it was read in (None: a register)."""
+    """An OBIS code with the load-profile capture period it was read in (None: a register).
+
+    ``cumulative``: a profile channel of an energy register reported as the captured totals
+    (bulkQuantity) rather than as the interval deltas."""
 
     obis: ObisCode
     interval_minutes: int | None = None
+    cumulative: bool = False
 
 
 @dataclass(frozen=True)
@@ -230,17 +238,27 @@ def _measuring_period(interval_minutes: int | None) -> int:
 
 
 def obis_to_reading_type(
-    obis: ObisCode | str, *, interval_minutes: int | None = None, kilo: bool = True
+    obis: ObisCode | str,
+    *,
+    interval_minutes: int | None = None,
+    kilo: bool = True,
+    cumulative: bool = False,
 ) -> ReadingType:
     """The ReadingType of an OBIS register, or of a load-profile channel of it.
 
     ``interval_minutes``: the profile's capture period (15 -> measuringPeriod 2, 60 -> 7);
-    energy registers then become interval deltas. ``kilo``: report energy and power with
-    multiplier 3 (kWh, kW...) instead of 0 (Wh, W...). Raises CimError BAD_READING_TYPE.
+    energy registers then become interval deltas, or with ``cumulative=True`` the captured
+    totals (bulkQuantity with the measuring period; only for energy registers, D = 8).
+    ``kilo``: report energy and power with multiplier 3 (kWh, kW...) instead of 0 (Wh, W...).
+    Raises CimError BAD_READING_TYPE.
     """
     code = obis if isinstance(obis, ObisCode) else ObisCode.parse(obis)
     quantity, processing = _rule(code)
     measuring_period = _measuring_period(interval_minutes)
+    if cumulative and processing.kind != "energy":
+        raise CimError(
+            _ERR, f"OBIS {code}: {processing.name} is not cumulative (only energy registers are)"
+        )
     if processing.kind == "energy":
         kind, unit = 12, quantity.energy_unit or 0
     elif processing.kind == "demand":
@@ -248,7 +266,7 @@ def obis_to_reading_type(
     else:
         kind, unit = quantity.instant_kind, quantity.power_unit
     accumulation = processing.accumulation
-    if measuring_period and processing.kind == "energy":
+    if measuring_period and processing.kind == "energy" and not cumulative:
         accumulation = 4  # delta over the capture period
     return ReadingType(
         macro_period=processing.macro_period,
@@ -263,6 +281,18 @@ def obis_to_reading_type(
         multiplier=3 if kilo and unit in _KILO_UNITS else 0,
         unit=unit,
     )
+
+
+def is_cumulative_register(obis: ObisCode | str) -> bool:
+    """Whether ``obis`` is a mapped energy register (D = 8): its value, in a load profile too,
+    is a running total, so interval consumption is the difference of two captures. False for
+    anything else, including codes (or native ids) outside the mapping."""
+    try:
+        code = obis if isinstance(obis, ObisCode) else ObisCode.parse(obis)
+        _, processing = _rule(code)
+    except CimError:
+        return False
+    return processing.kind == "energy" and processing.accumulation == 1
 
 
 def supported_obis(max_tariff: int = MAX_TARIFF) -> Iterator[ObisCode]:
@@ -286,7 +316,10 @@ def reading_type_to_obis(reading_type: ReadingType | str) -> ObisChannel:
     """The OBIS code (and load-profile interval) of a ReadingType this module maps.
 
     The inverse of :func:`obis_to_reading_type`: the multiplier may be 0 or 3 for energy and
-    power units. Raises CimError BAD_READING_TYPE for a ReadingType with no OBIS equivalent.
+    power units. An energy ReadingType with a measuring period is a profile channel of the
+    register: the interval delta (accumulation 4) or, with accumulation 1 (bulkQuantity), the
+    captured totals (``cumulative=True``). Raises CimError BAD_READING_TYPE for a ReadingType
+    with no OBIS equivalent.
     """
     rt = reading_type if isinstance(reading_type, ReadingType) else ReadingType.parse(reading_type)
     interval_minutes = None
@@ -300,13 +333,18 @@ def reading_type_to_obis(reading_type: ReadingType | str) -> ObisChannel:
             )
         interval_minutes = seconds // 60
     base = rt.replace(measuring_period=0, multiplier=0)
-    if rt.measuring_period and base.accumulation == 4 and base.measurement_kind == 12:
+    energy_channel = bool(rt.measuring_period) and base.measurement_kind == 12
+    if energy_channel and base.accumulation == 4:
         base = base.replace(accumulation=1)
+    cumulative = energy_channel and rt.accumulation == 1
     obis = _reverse_index().get(base)
     if obis is not None:
         kilo = rt.multiplier == 3
-        if obis_to_reading_type(obis, interval_minutes=interval_minutes, kilo=kilo) == rt:
-            return ObisChannel(obis, interval_minutes)
+        again = obis_to_reading_type(
+            obis, interval_minutes=interval_minutes, kilo=kilo, cumulative=cumulative
+        )
+        if again == rt:
+            return ObisChannel(obis, interval_minutes, cumulative)
     raise CimError(
         _ERR, f"ReadingType {rt.code} ({rt.describe()}) has no OBIS equivalent in the mapping"
     )
@@ -330,8 +368,9 @@ def _doc_rows() -> Iterator[ObisChannel]:
         if obis.d in (8, 6) and obis.c in (1, 2):
             yield ObisChannel(ObisCode(obis.a, obis.b, obis.c, obis.d, 1))
     for minutes in (15, 60):
-        for c in (1, 2, 3, 4):
-            yield ObisChannel(ObisCode(ELECTRICITY, 0, c, 8, 0), minutes)
+        for cumulative in (False, True):
+            for c in (1, 2, 3, 4):
+                yield ObisChannel(ObisCode(ELECTRICITY, 0, c, 8, 0), minutes, cumulative)
 
 
 def mapping_table_markdown() -> str:
@@ -341,8 +380,12 @@ def mapping_table_markdown() -> str:
         "|---|---|---|---|---|",
     ]
     for channel in _doc_rows():
-        rt = obis_to_reading_type(channel.obis, interval_minutes=channel.interval_minutes)
+        rt = obis_to_reading_type(
+            channel.obis, interval_minutes=channel.interval_minutes, cumulative=channel.cumulative
+        )
         profile = f"{channel.interval_minutes} min" if channel.interval_minutes else ""
+        if channel.interval_minutes:
+            profile += ", captured total" if channel.cumulative else ", delta"
         cells = [
             f"`{channel.obis}`",
             profile,
