@@ -17,6 +17,11 @@ for gaps or to stand in for a value that failed validation: they are stored as v
 source ``estimated``, after the meter's value, which therefore stays in the history and is
 never overwritten. An estimate never replaces a manual edit. The VEE engine (mdm.vee)
 provides the validator; ingest has no rules of its own.
+
+A validator may also offer ``is_clean(key, interval, timestamps, values, status) -> bool``
+(the series' SeriesKey, interval, and its columns as lists): True promises that calling it
+on that series would return the series unchanged, so ingest skips building the Points
+(``VeeEngine.as_ingest_hook()`` does; most series pass validation untouched).
 """
 
 from __future__ import annotations
@@ -71,6 +76,7 @@ _DECIMALS: dict[int, dict[int, Decimal]] = {}  # exponent -> raw -> Decimal(raw)
 _DECIMALS_LIMIT = 1 << 18
 _READING_HEAD = struct.Struct(">hiiii")  # field count, device id, ReadingType id
 _RAW_HEAD = struct.Struct(">hii")  # field count, device id
+_INT8_FIELD = struct.Struct(">iq")  # length 8, int8
 #: COPY data is handed to the loader thread in chunks of about 64 kB (this many pieces)
 _CHUNK_PARTS = 5000
 INGEST_WHO = "ingest"
@@ -497,6 +503,7 @@ class _Batch:
         rows = self.rows
         mrid_of = {id_: mrid for mrid, (id_, _) in self.devices.items()}
         no_qualities = _EMPTY
+        is_clean = getattr(validator, "is_clean", None)
         for device_id, code, group, items in order or self._ordered():
             rt_id = self.rt_ids[code]
             ch = group.channel
@@ -504,17 +511,21 @@ class _Batch:
             qualities: list[str | None] | None = None
             if validator is not None:
                 values = self._values(group, items)
-                points = [
-                    Point(ts, value, no_qualities, rows[i].status)
-                    for (ts, i), value in zip(items, values, strict=True)
-                ]
-                qualities = self._validate(
-                    validator,
-                    Series(SeriesKey(mrid_of[device_id], code), points, ch.interval),
-                    device_id,
-                    rt_id,
-                    estimates,
-                )
+                key = SeriesKey(mrid_of[device_id], code)
+                if is_clean is None or not is_clean(
+                    key,
+                    ch.interval,
+                    [ts for ts, _ in items],
+                    values,
+                    [rows[i].status for _, i in items],
+                ):
+                    points = [
+                        Point(ts, value, no_qualities, rows[i].status)
+                        for (ts, i), value in zip(items, values, strict=True)
+                    ]
+                    qualities = self._validate(
+                        validator, Series(key, points, ch.interval), device_id, rt_id, estimates
+                    )
             yield device_id, rt_id, group, items, values, qualities
 
     def _values(self, group: _Group, items: list[tuple[datetime, int]]) -> list[Decimal]:
@@ -620,6 +631,8 @@ class _Batch:
         null = bulk.PG_NULL
         tail = bulk.pg_int4(1) + bulk.pg_text(SOURCE_METER) + bulk.pg_timestamp(stamp.at)
         status_zero = bulk.pg_int8(0)
+        # the usual row ends the same way: no quality codes, status 0, version 1, meter...
+        plain_tail = null + status_zero + tail
         int8 = bulk.pg_int8
         quality_bytes: dict[str | None, bytes] = {None: null}
         out: list[bytes] = [bulk.PG_COPY_SIGNATURE]
@@ -630,26 +643,43 @@ class _Batch:
             mixed = group.mixed
             exponent = group.channel.exponent
             table = numeric.table(exponent)
-            if qualities is None:
-                qualities = [None] * len(items)
             extend = out.extend
-            for (ts, index), quality in zip(items, qualities, strict=True):
-                raw = rows[index]
-                tsb = ts_bytes.get(ts)
-                if tsb is None:
-                    tsb = ts_bytes[ts] = bulk.pg_timestamp(ts)
-                value = raw.value
-                if mixed:
-                    num = numeric.get(value, self.channel_of(group, index).exponent)
-                else:
+            if qualities is None and not mixed:
+                # per channel work hoisted: one numeric table, one row ending
+                for ts, index in items:
+                    raw = rows[index]
+                    tsb = ts_bytes.get(ts)
+                    if tsb is None:
+                        tsb = ts_bytes[ts] = bulk.pg_timestamp(ts)
+                    value = raw.value
                     num = table.get(value)
                     if num is None:
                         num = table[value] = bulk.pg_numeric(value, exponent)
-                qb = quality_bytes.get(quality)
-                if qb is None:
-                    qb = quality_bytes[quality] = bulk.pg_text(quality)  # type: ignore[arg-type]
-                status = raw.status
-                extend((head, tsb, num, qb, int8(status) if status else status_zero, tail))
+                    status = raw.status
+                    if status:
+                        extend((head, tsb, num, null, int8(status), tail))
+                    else:
+                        extend((head, tsb, num, plain_tail))
+            else:
+                if qualities is None:
+                    qualities = [None] * len(items)
+                for (ts, index), quality in zip(items, qualities, strict=True):
+                    raw = rows[index]
+                    tsb = ts_bytes.get(ts)
+                    if tsb is None:
+                        tsb = ts_bytes[ts] = bulk.pg_timestamp(ts)
+                    value = raw.value
+                    if mixed:
+                        num = numeric.get(value, self.channel_of(group, index).exponent)
+                    else:
+                        num = table.get(value)
+                        if num is None:
+                            num = table[value] = bulk.pg_numeric(value, exponent)
+                    qb = quality_bytes.get(quality)
+                    if qb is None:
+                        qb = quality_bytes[quality] = bulk.pg_text(quality)  # type: ignore[arg-type]
+                    status = raw.status
+                    extend((head, tsb, num, qb, int8(status) if status else status_zero, tail))
             if len(out) > _CHUNK_PARTS:
                 yield b"".join(out)
                 out.clear()
@@ -668,46 +698,80 @@ class _Batch:
         texts: dict[str, bytes] = {}
         scalers: dict[int, bytes] = {}
         zero = int8(0)
+        value_field = _INT8_FIELD.pack
         out: list[bytes] = [bulk.PG_COPY_SIGNATURE]
-        for device_id, _, _, items in order:
+
+        def text_of(value: str) -> bytes:
+            data = texts.get(value)
+            if data is None:
+                data = texts[value] = text(value)
+            return data
+
+        def scaler_of(value: int) -> bytes:
+            data = scalers.get(value)
+            if data is None:
+                data = scalers[value] = int2(value)
+            return data
+
+        for device_id, _, group, items in order:
             head = _RAW_HEAD.pack(11, 4, device_id)
             extend = out.extend
-            for ts, index in items:
-                raw = rows[index]
-                tsb = ts_bytes.get(ts)
-                if tsb is None:
-                    tsb = ts_bytes[ts] = bulk.pg_timestamp(ts)
-                source_id, unit, task = raw.source_id, raw.unit, raw.source_task
-                source_b = texts.get(source_id)
-                if source_b is None:
-                    source_b = texts[source_id] = text(source_id)
-                unit_b = texts.get(unit)
-                if unit_b is None:
-                    unit_b = texts[unit] = text(unit)
-                task_b = texts.get(task)
-                if task_b is None:
-                    task_b = texts[task] = text(task)
-                scaler_b = scalers.get(raw.scaler)
-                if scaler_b is None:
-                    scaler_b = scalers[raw.scaler] = int2(raw.scaler)
-                time = raw.time
-                dst = raw.dst
-                status = raw.status
-                extend(
-                    (
-                        head,
-                        source_b,
-                        tsb,
-                        int8(raw.value),
-                        scaler_b,
-                        unit_b,
-                        int8(status) if status else zero,
-                        task_b,
-                        null if time is ts else text(time.isoformat()),
-                        null if dst is None else int2(int(dst)),
-                        received,
+            if not group.mixed and items:
+                # one channel: source id, scaler and unit are the group's; a row of status
+                # 0, sent as UTC by the group's first task ends with the same bytes
+                first = rows[items[0][1]]
+                task = first.source_task
+                prefix = head + text_of(first.source_id)
+                middle = scaler_of(first.scaler) + text_of(first.unit)
+                plain_end = middle + zero + text_of(task) + null + null + received
+                for ts, index in items:
+                    raw = rows[index]
+                    tsb = ts_bytes.get(ts)
+                    if tsb is None:
+                        tsb = ts_bytes[ts] = bulk.pg_timestamp(ts)
+                    time = raw.time
+                    dst = raw.dst
+                    status = raw.status
+                    if not status and time is ts and dst is None and raw.source_task == task:
+                        extend((prefix, tsb, value_field(8, raw.value), plain_end))
+                    else:
+                        extend(
+                            (
+                                prefix,
+                                tsb,
+                                value_field(8, raw.value),
+                                middle,
+                                int8(status) if status else zero,
+                                text_of(raw.source_task),
+                                null if time is ts else text(time.isoformat()),
+                                null if dst is None else int2(int(dst)),
+                                received,
+                            )
+                        )
+            else:
+                for ts, index in items:
+                    raw = rows[index]
+                    tsb = ts_bytes.get(ts)
+                    if tsb is None:
+                        tsb = ts_bytes[ts] = bulk.pg_timestamp(ts)
+                    time = raw.time
+                    dst = raw.dst
+                    status = raw.status
+                    extend(
+                        (
+                            head,
+                            text_of(raw.source_id),
+                            tsb,
+                            value_field(8, raw.value),
+                            scaler_of(raw.scaler),
+                            text_of(raw.unit),
+                            int8(status) if status else zero,
+                            text_of(raw.source_task),
+                            null if time is ts else text(time.isoformat()),
+                            null if dst is None else int2(int(dst)),
+                            received,
+                        )
                     )
-                )
             if len(out) > _CHUNK_PARTS:
                 yield b"".join(out)
                 out.clear()

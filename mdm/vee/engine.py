@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from cim.codelists.readingtype import ReadingType
 from cim.errors import CimError
-from mdm.series import QUALITY_KNOWN_MISSING, Point, Series
+from mdm.series import QUALITY_KNOWN_MISSING, Point, Series, SeriesKey
 from mdm.vee.config import RuleSet, VeeConfig
 from mdm.vee.estimation import Method, estimate
 from mdm.vee.rules import Columns, Flag, has_none, is_failure, missing_timestamps
@@ -175,19 +176,76 @@ class VeeEngine:
         untouched, followed by the estimates (each carrying 2.8.0), which ingest stores as
         newer versions. ``group_of(device)`` names the device's VEE group; ``window_of``
         gives the window in which intervals are expected (e.g. the read task's window), so
-        gaps at the ends of a batch are found too.
+        gaps at the ends of a batch are found too. The hook also answers ``is_clean`` on
+        plain columns, which ingest asks first (a clean series then needs no Points).
         """
+        return _IngestHook(self, group_of, window_of)
 
-        def hook(series: Series) -> Series:
-            group = group_of(series.key.device) if group_of is not None else None
-            window = window_of(series) if window_of is not None else None
-            result = self.validate(series, group=group, window=window)
-            if not result.estimates:
-                return result.series
-            points = result.series.points + result.estimates
-            return Series(series.key, points, series.interval)
+    def is_clean(
+        self,
+        reading_type: str,
+        interval: timedelta | None,
+        timestamps: Sequence[datetime],
+        values: list[Decimal | None],
+        status: list[int],
+        *,
+        group: str | None = None,
+    ) -> bool:
+        """Whether :meth:`validate` would return the series of these columns untouched
+        (nothing flagged, nothing missing, no null value) without a window or history,
+        computed on the columns alone (no Point objects: the ingest fast path)."""
+        rules = self.config.select(reading_type, group)
+        cols = Columns.of(values, status)
+        for rule in rules.point_rules:
+            if rule.check(cols):
+                return False
+        gaps = rules.gaps is not None and interval is not None
+        if gaps and missing_timestamps(timestamps, interval):  # type: ignore[arg-type]
+            return False
+        return not cols.has_none
 
-        return hook
+
+class _IngestHook:
+    """``VeeEngine.as_ingest_hook()``: ``Series -> Series``, plus ``is_clean`` on columns,
+    which ingest asks first so that a clean series needs no Points."""
+
+    __slots__ = ("engine", "group_of", "window_of")
+
+    def __init__(
+        self,
+        engine: VeeEngine,
+        group_of: Callable[[str], str | None] | None,
+        window_of: Callable[[Series], Window | None] | None,
+    ) -> None:
+        self.engine = engine
+        self.group_of = group_of
+        self.window_of = window_of
+
+    def __call__(self, series: Series) -> Series:
+        group = self.group_of(series.key.device) if self.group_of is not None else None
+        window = self.window_of(series) if self.window_of is not None else None
+        result = self.engine.validate(series, group=group, window=window)
+        if not result.estimates:
+            return result.series
+        points = result.series.points + result.estimates
+        return Series(series.key, points, series.interval)
+
+    def is_clean(
+        self,
+        key: SeriesKey,
+        interval: timedelta | None,
+        timestamps: Sequence[datetime],
+        values: list[Decimal | None],
+        status: list[int],
+    ) -> bool:
+        """True: calling the hook on this series would return it unchanged. False: call
+        it (a window callback needs the Series, so it always answers False)."""
+        if self.window_of is not None:
+            return False
+        group = self.group_of(key.device) if self.group_of is not None else None
+        return self.engine.is_clean(
+            key.reading_type, interval, timestamps, values, status, group=group
+        )
 
 
 def _flagged(series: Series, flags: list[Flag]) -> Series:

@@ -77,6 +77,17 @@ class Columns:
         self._status: list[int] | None = None
         self._has_none: bool | None = None
 
+    @classmethod
+    def of(cls, values: list[Decimal | None], status: list[int]) -> Columns:
+        """The columns of a series given as plain lists (no history, no Point objects)."""
+        cols = cls.__new__(cls)
+        cols.points = ()
+        cols.start = 0
+        cols.values = values
+        cols._status = status
+        cols._has_none = None
+        return cols
+
     @property
     def own_values(self) -> list[Decimal | None]:
         return self.values[self.start :] if self.start else self.values
