@@ -1,5 +1,6 @@
 """The `openhes` command line. Every failure is one clear line on stderr and a non-zero
-exit status; no traceback reaches the operator."""
+exit status (documented in :mod:`adapters.cli_support`: 0 ok, 1 refused, 2 cannot run,
+130 interrupted); no traceback reaches the operator."""
 
 from __future__ import annotations
 
@@ -8,16 +9,21 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from adapters.cli_support import (
+    DATABASE_HELP,
+    EXIT_CANNOT_RUN,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    CliError,
+    OneLineParser,
+    command_name,
+    fail,
+    one_line,
+    open_database,
+)
 from cim.errors import CimError
-
-EXIT_OK = 0
-EXIT_INVALID = 1
-EXIT_USAGE = 2
-
-
-def _fail(message: str, status: int = EXIT_INVALID) -> int:
-    print(f"openhes: {message}", file=sys.stderr)
-    return status
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -25,31 +31,33 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from cim.xmlsafe import XmlLimits
 
     if args.xsd is not None and not Path(args.xsd).is_file():
-        return _fail(f"--xsd {args.xsd}: no such file", EXIT_USAGE)
+        return fail("openhes validate", f"--xsd {args.xsd}: no such file", EXIT_USAGE)
     limits = XmlLimits(max_bytes=args.max_bytes)
-    status = EXIT_OK
+    bad = 0  # each file's verdict is a line on stdout; a summary of the bad ones on stderr
     for name in args.files:
         path = Path(name)
         if not path.is_file():
-            print(f"{name}: no such file", file=sys.stderr)
-            status = EXIT_INVALID
+            print(f"{name}: no such file")
+            bad += 1
             continue
         try:
             issues = validate_file(path, args.xsd, limits)
         except CimError as error:
             line = f":{error.line}" if error.line else ""
             print(f"{name}{line}: refused [{error.code}] {error.reason}")
-            status = EXIT_INVALID
+            bad += 1
             continue
         if not issues:
             print(f"{name}: valid")
             continue
-        status = EXIT_INVALID
+        bad += 1
         for issue in issues:
             line = f":{issue.line}" if issue.line else ""
             print(f"{name}{line}: {issue.path}: {issue.message}")
         print(f"{name}: invalid ({len(issues)} error{'s' if len(issues) != 1 else ''})")
-    return status
+    if bad:
+        return fail("openhes validate", f"{bad} of {len(args.files)} file(s) not valid")
+    return EXIT_OK
 
 
 def describe_code(code: str, interval_minutes: int | None = None) -> tuple[str, str]:
@@ -82,16 +90,18 @@ def describe_code(code: str, interval_minutes: int | None = None) -> tuple[str, 
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
-    status = EXIT_OK
+    bad = 0
     for code in args.codes:
         try:
             kind, text = describe_code(code, interval_minutes=args.interval)
         except CimError as error:
             print(f"{code}: [{error.code}] {error.reason}")
-            status = EXIT_INVALID
+            bad += 1
             continue
         print(f"{code}: {kind}: {text}")
-    return status
+    if bad:
+        return fail("openhes describe", f"{bad} of {len(args.codes)} code(s) not understood")
+    return EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -128,9 +138,22 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_meters_import(args: argparse.Namespace) -> int:
+    """The import's own report, except that of a refused file only the first line goes to
+    stderr and the problems, one a line, to stdout (as ``validate`` lists its findings)."""
+    import io
+
     from headend.device_import import run_meters_import
 
-    return run_meters_import(args.file, args.database, dry_run=args.dry_run)
+    if Path(args.file).is_file():  # else run_meters_import says so
+        open_database(args.database).close()  # a database it cannot open: one line, status 2
+    err = io.StringIO()
+    status = run_meters_import(args.file, args.database, dry_run=args.dry_run, err=err)
+    first, *problems = err.getvalue().splitlines() or [""]
+    for line in problems:
+        print(line)
+    if first:
+        print(first.rstrip(":"), file=sys.stderr)
+    return status
 
 
 # Subcommands defined in modules of their own: each has ``register(commands)``, which adds its
@@ -146,7 +169,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="openhes",
         description="OpenHES: open-source head-end system and IEC 61968-9 integration hub.",
     )
@@ -212,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     meters_import.add_argument(
         "--database",
         default=None,
-        help="database URL (default: $OPENHES_DATABASE_URL or ./openhes.sqlite3)",
+        help=DATABASE_HELP,
     )
     meters_import.add_argument(
         "--dry-run", action="store_true", help="check and apply, then roll back"
@@ -261,14 +284,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return EXIT_USAGE
+    prog = command_name(args)
     try:
         return int(args.handler(args))
     except KeyboardInterrupt:
-        return _fail("interrupted", 130)
+        return fail(prog, "interrupted", EXIT_INTERRUPTED)
+    except CliError as error:
+        return fail(prog, str(error), error.status)
     except CimError as error:
-        return _fail(f"[{error.code}] {error.reason}")
+        return fail(prog, f"[{error.code}] {error.reason}", EXIT_REFUSED)
     except (OSError, ValueError) as error:  # files, and configuration from the environment
-        return _fail(str(error))
+        return fail(prog, one_line(error), EXIT_REFUSED)
+    except Exception as error:  # a database error no command caught: still one line
+        from sqlalchemy.exc import SQLAlchemyError
+
+        if not isinstance(error, SQLAlchemyError):
+            raise
+        return fail(prog, f"database error: {one_line(error)}", EXIT_CANNOT_RUN)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
-import sys
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
@@ -23,16 +21,23 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-ENV_DATABASE = "OPENHES_DATABASE_URL"
+from adapters.cli_support import (
+    DATABASE_HELP,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    database,
+    guarded,
+    positive_int,
+    print_json,
+)
+
 FORMATS = ("xml", "csv", "json")
 SUFFIXES = {".xml": "xml", ".csv": "csv", ".json": "json", ".jsonl": "json"}
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-class ExportError(Exception):
-    def __init__(self, message: str, status: int = EXIT_FAILED) -> None:
-        super().__init__(message)
-        self.status = status
+class ExportError(CliError):
+    """An export refused (status 1) or asked wrongly (status 2), as one line."""
 
 
 def _instant(text: str) -> datetime:
@@ -50,16 +55,6 @@ def _day(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
-    return value
 
 
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -102,14 +97,14 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     parser.add_argument("--name", default=None, help="file name in a folder, without suffix")
     parser.add_argument(
         "--per-devices",
-        type=_positive,
+        type=positive_int,
         default=None,
         help="into a folder: one file per this many devices",
     )
     parser.add_argument(
         "--database",
         default=None,
-        help=f"database URL (default: ${ENV_DATABASE} or ./openhes.sqlite3)",
+        help=DATABASE_HELP,
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=cmd_export)
@@ -290,56 +285,33 @@ def export(
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from sqlalchemy.exc import SQLAlchemyError
+    return guarded("openhes export", lambda: _export(args))
 
-    from mdm.database import open_store
-    from mdm.errors import MdmError
 
-    try:
-        start, end = window_of(args)
-        try:
-            store = open_store(args.database or os.environ.get(ENV_DATABASE) or None)
-        except (SQLAlchemyError, ValueError, OSError) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ExportError(f"cannot open the database: {first}") from None
-        try:
-            mrids = devices_of(store, args)
-            written = export(
-                store,
-                args.out,
-                mrids,
-                start,
-                end,
-                formats=args.formats,
-                reading_types=args.reading_types,
-                name=args.name,
-                per_devices=args.per_devices,
-            )
-        finally:
-            store.close()
-    except ExportError as exc:
-        print(f"openhes export: {exc}", file=sys.stderr)
-        return exc.status
-    except MdmError as exc:
-        print(f"openhes export: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except SQLAlchemyError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"openhes export: database: {first}", file=sys.stderr)
-        return EXIT_FAILED
-    except OSError as exc:
-        print(f"openhes export: {exc.filename or args.out}: {exc.strerror}", file=sys.stderr)
-        return EXIT_FAILED
+def _export(args: argparse.Namespace) -> int:
+    start, end = window_of(args)
+    with database(args.database) as store:
+        mrids = devices_of(store, args)
+        written = export(
+            store,
+            args.out,
+            mrids,
+            start,
+            end,
+            formats=args.formats,
+            reading_types=args.reading_types,
+            name=args.name,
+            per_devices=args.per_devices,
+        )
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "start": start.isoformat(),
-                    "end": end.isoformat(),
-                    "meters": len(mrids),
-                    "files": [{"path": str(p), "readings": n} for p, n in written],
-                }
-            )
+        print_json(
+            {
+                "start": start.isoformat(),
+                "end": end.isoformat(),
+                "meters": len(mrids),
+                "files": [{"path": str(p), "readings": n} for p, n in written],
+            },
+            compact=True,
         )
     else:
         for path, count in written:

@@ -1,8 +1,9 @@
 """``openhes jobs``, ``openhes schedules`` and ``openhes stats``: run and watch jobs, keep
 recurring schedules, read the communication statistics and KPIs.
 
-Tables for people, ``--json`` for scripts; every error is one line on stderr and a non-zero
-exit status (1: refused or failed, 2: usage). The database is ``--database`` or
+Tables for people, ``--json`` for scripts, a progress bar on stderr while a job runs; every
+error is one line on stderr and a non-zero exit status (1: refused or failed, 2: usage,
+database or broker; see :mod:`adapters.cli_support`). The database is ``--database`` or
 ``$OPENHES_DATABASE_URL``; the broker ``--broker`` or ``$OPENHES_BROKER_URL`` (default
 ``memory://``: then ``jobs run`` and ``jobs rerun-errors`` run a worker with the DLMS driver
 in this process; with a real broker the ``openhes worker`` processes do the work).
@@ -15,62 +16,64 @@ import asyncio
 import contextlib
 import functools
 import getpass
-import json
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-ENV_DATABASE = "OPENHES_DATABASE_URL"
+from adapters.cli_support import (
+    ENV_DATABASE,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    CliError,
+    ProgressBar,
+    cell,
+    command_name,
+    guarded,
+    open_database,
+    percent,
+    positive_int,
+    print_json,
+    reach_broker,
+    table,
+)
+
 ENV_BROKER = "OPENHES_BROKER_URL"
 ENV_NAMESPACE = "OPENHES_BROKER_NAMESPACE"
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 CONTROLS = ("connect", "disconnect", "arm", "clock_sync")
 READS = ("registers", "profile", "events")
 
 
-class CliError(Exception):
-    def __init__(self, message: str, status: int = EXIT_FAILED) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 def _guard(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Every failure as one line on stderr, never a traceback."""
+    """Every failure as one line on stderr, never a traceback (statuses of
+    :mod:`adapters.cli_support`)."""
 
     @functools.wraps(handler)
     def run(args: argparse.Namespace) -> int:
-        from sqlalchemy.exc import SQLAlchemyError
-
-        from cim.errors import CimError
         from headend.jobstore import JobNotFound
         from headend.service import JobRefused
 
-        try:
-            return handler(args)
-        except CliError as exc:
-            return _fail(str(exc), exc.status)
-        except (CimError, JobRefused) as exc:
-            code = exc.error.code if isinstance(exc, CimError) else exc.code.code
-            for problem in getattr(exc, "problems", [])[1:6]:
-                print(f"  {problem.mrid}: {problem.reason}", file=sys.stderr)
-            return _fail(f"[{code}] {exc.reason}")
-        except JobNotFound as exc:
-            return _fail(str(exc.args[0]) if exc.args else "no such job")
-        except SQLAlchemyError as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            return _fail(f"database: {first}")
-        except TimeoutError:
-            return _fail("timed out waiting for the job (it goes on; see `openhes jobs show`)")
+        def body() -> int:
+            try:
+                return handler(args)
+            except JobRefused as exc:
+                more = [f"{p.mrid}: {p.reason}" for p in exc.problems[1:6]]
+                if len(exc.problems) > 6:
+                    more.append(f"{len(exc.problems) - 6} more")
+                also = f" (also {'; '.join(more)})" if more else ""
+                raise CliError(f"[{exc.code.code}] {exc.reason}{also}") from None
+            except TimeoutError:  # an OSError: before guarded() sees it
+                raise CliError(
+                    "timed out waiting for the job (it goes on; see `openhes jobs show`)"
+                ) from None
+
+        return guarded(command_name(args), body, refused=(JobNotFound,))
 
     return run
-
-
-def _fail(message: str, status: int = EXIT_FAILED) -> int:
-    print(f"openhes: {message}", file=sys.stderr)
-    return status
 
 
 def _who() -> str:
@@ -81,68 +84,21 @@ def _who() -> str:
 
 
 def _open_store(args: argparse.Namespace) -> Any:
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from mdm.database import open_store
-
-    try:
-        return open_store(args.database or os.environ.get(ENV_DATABASE) or None)
-    except (SQLAlchemyError, ValueError, OSError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CliError(f"cannot open the database: {first}") from None
+    return open_database(args.database)
 
 
 # --- output -----------------------------------------------------------------------------------
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    cells = [[_cell(v) for v in row] for row in rows]
-    widths = [len(h) for h in headers]
-    for row in cells:
-        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    for row in cells:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-    return "\n".join(lines)
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.1f}"
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-    return str(value)
 
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}%"
 
 
-def _rate(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
-
-
 def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}s"
 
 
-def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, sort_keys=True, default=str))
-
-
 # --- argument types ---------------------------------------------------------------------------
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
-    return value
 
 
 def _when(text: str) -> datetime:
@@ -220,7 +176,7 @@ def _broker(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--concurrency",
-        type=_positive,
+        type=positive_int,
         default=50,
         help="sessions of the in-process worker (memory:// only; default 50)",
     )
@@ -234,7 +190,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     _database(listing)
     listing.add_argument("--state", action="append", help="only jobs in this state")
     listing.add_argument("--kind", action="append", help="only jobs of this kind")
-    listing.add_argument("--limit", type=_positive, default=20)
+    listing.add_argument("--limit", type=positive_int, default=20)
     listing.set_defaults(handler=cmd_jobs_list)
 
     show = sub.add_parser("show", help="one job: progress, durations, errors, tasks")
@@ -243,7 +199,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     show.add_argument("--tasks", action="store_true", help="list the tasks")
     show.add_argument("--attempts", action="store_true", help="list each task's attempts")
     show.add_argument("--state", action="append", help="only tasks in this state")
-    show.add_argument("--limit", type=_positive, default=100, help="tasks shown (default 100)")
+    show.add_argument("--limit", type=positive_int, default=100, help="tasks shown (default 100)")
     show.set_defaults(handler=cmd_jobs_show)
 
     run = sub.add_parser("run", help="create a job and wait for it, showing its progress")
@@ -297,7 +253,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     add.add_argument("--disabled", action="store_true", help="create it switched off")
     add.add_argument(
         "--min-interval",
-        type=_positive,
+        type=positive_int,
         default=5,
         help="minutes; refuse schedules firing more often (default 5)",
     )
@@ -322,15 +278,15 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     stats.add_argument(
         "--by", choices=("meter", "path", "type"), default=None, help="group the statistics"
     )
-    stats.add_argument("--days", type=_positive, default=7, help="days back (default 7)")
+    stats.add_argument("--days", type=positive_int, default=7, help="days back (default 7)")
     stats.add_argument(
         "--silent-days",
-        type=_positive,
+        type=positive_int,
         default=None,
         help="list meters without a successful session in this many days",
     )
     stats.add_argument("--zone", type=_zone, default="UTC", help="time zone of the days")
-    stats.add_argument("--limit", type=_positive, default=20, help="groups shown (default 20)")
+    stats.add_argument("--limit", type=positive_int, default=20, help="groups shown (default 20)")
     stats.set_defaults(handler=cmd_stats)
 
 
@@ -370,7 +326,7 @@ def cmd_jobs_list(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if args.json:
-        _print_json([job.as_dict() for job in found])
+        print_json([job.as_dict() for job in found])
         return EXIT_OK
     if not found:
         print("no jobs")
@@ -388,7 +344,7 @@ def cmd_jobs_list(args: argparse.Namespace) -> int:
         )
         for job in found
     ]
-    print(_table(("JOB", "KIND", "STATE", "TASKS", "DONE", "OK", "CREATED", "NAME"), rows))
+    print(table(("JOB", "KIND", "STATE", "TASKS", "DONE", "OK", "CREATED", "NAME"), rows))
     return EXIT_OK
 
 
@@ -418,7 +374,7 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
         data["durations"] = durations.as_dict()
         data["error_causes"] = causes
         data["tasks"] = [t.as_dict() for t in tasks]
-        _print_json(data)
+        print_json(data)
         return EXIT_OK
     s = summary
     print(f"job       {s.id}")
@@ -428,8 +384,8 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
     print(f"progress  {s.done}/{s.total} ({_pct(s.progress)}), success {_pct(s.success)}")
     print("tasks     " + ", ".join(f"{k} {v}" for k, v in sorted(s.counts.items())))
     print(
-        f"created   {_cell(s.created_at)}   started {_cell(s.started_at)}   "
-        f"finished {_cell(s.finished_at)}"
+        f"created   {cell(s.created_at)}   started {cell(s.started_at)}   "
+        f"finished {cell(s.finished_at)}"
     )
     for label, p in (
         ("queue wait", durations.queue_wait),
@@ -461,12 +417,12 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
             )
             for t in tasks
         ]
-        print(_table(("METER", "STATE", "TRIES", "PATH", "WAIT", "RUN", "CODE", "ERROR"), rows))
+        print(table(("METER", "STATE", "TRIES", "PATH", "WAIT", "RUN", "CODE", "ERROR"), rows))
         if args.attempts:
             for t in tasks:
                 for a in t.attempt_list:
                     print(
-                        f"  {t.mrid} #{a.number} {a.path} {_cell(a.started_at)} "
+                        f"  {t.mrid} #{a.number} {a.path} {cell(a.started_at)} "
                         f"{_seconds(a.seconds)} {a.outcome or 'running'}"
                         + (f" ({a.detail})" if a.detail else "")
                     )
@@ -539,16 +495,23 @@ async def _submit_and_watch(args: argparse.Namespace, make: Callable[[Any], Any]
     except ValueError as exc:
         store.close()
         raise CliError(str(exc), EXIT_USAGE) from None
+    try:
+        reach_broker(bus)
+    except CliError:
+        bus.close()
+        store.close()
+        raise
     headend = HeadEnd(store, bus)
     stop = asyncio.Event()
     worker_task: asyncio.Task[None] | None = None
+    bar: ProgressBar | None = None
     try:
         created = make(headend)
         for problem in created.refused:
             print(f"refused {problem.mrid}: {problem.reason}", file=sys.stderr)
         if args.no_wait:
             if args.json:
-                _print_json({"job": created.job_id, "existing": created.existing})
+                print_json({"job": created.job_id, "existing": created.existing})
             else:
                 print(created.job_id)
             return EXIT_OK
@@ -559,18 +522,16 @@ async def _submit_and_watch(args: argparse.Namespace, make: Callable[[Any], Any]
             worker_task = asyncio.create_task(worker.run(stop))
         await headend.start()
         if not args.json:
-            print(f"job {created.job_id}" + (" (existing)" if created.existing else ""))
+            print(f"job {created.job_id}" + (" (existing)" if created.existing else ""), flush=True)
+        bar = None if args.json else ProgressBar(sys.stderr, "tasks done")
         loop = asyncio.get_running_loop()
+        began = time.perf_counter()
         deadline = loop.time() + args.timeout
-        shown = None
         while True:
             summary = monitor.job_summary(store, created.job_id)
-            line = f"{summary.done}/{summary.total} done ({_pct(summary.progress)}): " + ", ".join(
-                f"{k} {v}" for k, v in sorted(summary.counts.items())
-            )
-            if line != shown and not args.json:
-                print(line, flush=True)
-                shown = line
+            if bar is not None:
+                counts = ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items()))
+                bar.show(summary.done, summary.total, time.perf_counter() - began, counts)
             if summary.state in ("completed", "completed_with_errors", "cancelled"):
                 failed = monitor.job_tasks(
                     store, created.job_id, states=("failed", "expired", "cancelled")
@@ -582,6 +543,8 @@ async def _submit_and_watch(args: argparse.Namespace, make: Callable[[Any], Any]
             with contextlib.suppress(TimeoutError):
                 await headend.wait(created.job_id, timeout=min(0.5, remaining))
     finally:
+        if bar is not None:
+            bar.close()
         stop.set()
         if worker_task is not None:
             await asyncio.wait_for(worker_task, 60)
@@ -595,7 +558,7 @@ def _finished(args: argparse.Namespace, summary: Any, failed: list[Any]) -> int:
     if args.json:
         data = summary.as_dict()
         data["failed"] = [t.as_dict() for t in failed]
-        _print_json(data)
+        print_json(data)
     else:
         print(
             f"{summary.state}: {summary.counts.get('succeeded', 0)} of {summary.total} "
@@ -603,7 +566,7 @@ def _finished(args: argparse.Namespace, summary: Any, failed: list[Any]) -> int:
         )
         for task in failed[:20]:
             print(f"  {task.mrid}: {task.state} [{task.error_code}] {task.error_text}")
-    return EXIT_OK if summary.state == "completed" else EXIT_FAILED
+    return EXIT_OK if summary.state == "completed" else EXIT_REFUSED
 
 
 # --- schedules --------------------------------------------------------------------------------
@@ -636,7 +599,7 @@ def cmd_schedules_add(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if args.json:
-        _print_json(rec.as_dict())
+        print_json(rec.as_dict())
     else:
         nxt = _local(rec.next_due_at, rec.zone)
         print(f"schedule {rec.name} created; next firing {nxt}")
@@ -659,7 +622,7 @@ def cmd_schedules_list(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if args.json:
-        _print_json([rec.as_dict() for rec in found])
+        print_json([rec.as_dict() for rec in found])
         return EXIT_OK
     if not found:
         print("no schedules")
@@ -679,7 +642,7 @@ def cmd_schedules_list(args: argparse.Namespace) -> int:
         for rec in found
     ]
     headers = ("NAME", "ON", "RULE", "ZONE", "ACTION", "TARGET", "NEXT", "LAST", "LAST ERROR")
-    print(_table(headers, rows))
+    print(table(headers, rows))
     return EXIT_OK
 
 
@@ -692,7 +655,7 @@ def _switch(args: argparse.Namespace, enabled: bool) -> int:
     finally:
         store.close()
     if args.json:
-        _print_json(rec.as_dict())
+        print_json(rec.as_dict())
     elif enabled:
         print(f"schedule {rec.name} enabled; next firing {_local(rec.next_due_at, rec.zone)}")
     else:
@@ -720,7 +683,7 @@ def cmd_schedules_remove(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if args.json:
-        _print_json({"removed": args.name})
+        print_json({"removed": args.name})
     else:
         print(f"schedule {args.name} removed")
     return EXIT_OK
@@ -764,12 +727,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
         if silent is not None:
             data["silent_days"] = args.silent_days
             data["silent"] = [s.as_dict() for s in silent]
-        _print_json(data)
+        print_json(data)
         return EXIT_OK
     s = summary
     print(
         f"last {args.days} days: {s.attempts} attempts, {s.successes} ok, {s.failures} failed "
-        f"({_rate(s.success_rate)} communication success)"
+        f"({percent(s.success_rate)} communication success)"
     )
     if s.by_cause:
         print("failures  " + ", ".join(f"{cause} {n}" for cause, n in s.by_cause.items()))
@@ -782,14 +745,14 @@ def cmd_stats(args: argparse.Namespace) -> int:
         (
             d.day.isoformat(),
             d.attempts,
-            _rate(d.comm_success_rate),
+            percent(d.comm_success_rate),
             d.meters,
             d.meters_read,
-            _rate(d.read_success_rate),
+            percent(d.read_success_rate),
         )
         for d in days
     ]
-    print(_table(("DAY", "ATTEMPTS", "COMM OK", "METERS", "READ", "READ OK"), rows))
+    print(table(("DAY", "ATTEMPTS", "COMM OK", "METERS", "READ", "READ OK"), rows))
     if args.by:
         print()
         rows = [
@@ -798,7 +761,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
                 g.attempts,
                 g.successes,
                 g.failures,
-                _rate(g.success_rate),
+                percent(g.success_rate),
                 ", ".join(f"{c} {n}" for c, n in g.by_cause.items()) or "-",
                 g.bytes_sent + g.bytes_received,
                 _seconds(g.mean_seconds),
@@ -806,12 +769,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
             for g in groups
         ]
         headers = (args.by.upper(), "ATTEMPTS", "OK", "FAILED", "RATE", "CAUSES", "BYTES", "MEAN")
-        print(_table(headers, rows))
+        print(table(headers, rows))
     if silent is not None:
         print()
         print(f"{len(silent)} meter(s) without a successful session in {args.silent_days} days")
         for meter in silent[: args.limit]:
-            last = _cell(meter.last_success) if meter.last_success else "never"
+            last = cell(meter.last_success) if meter.last_success else "never"
             print(f"  {meter.mrid}  last {last}")
     return EXIT_OK
 

@@ -17,40 +17,28 @@ run (database). Errors are one line on stderr.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 
-from sqlalchemy.exc import SQLAlchemyError
-
-from cim.errors import CimError
+from adapters.cli_support import (
+    DATABASE_HELP,
+    EXIT_CANNOT_RUN,
+    EXIT_OK,
+    EXIT_REFUSED,
+    CliError,
+    database,
+    fail,
+    guarded,
+    open_database,
+)
 from headend.outbox import STATES
-
-EXIT_OK, EXIT_REFUSED, EXIT_CANNOT_RUN = 0, 1, 2
 
 
 def _run(prog: str, args: argparse.Namespace, action: Callable[..., int]) -> int:
-    from mdm.database import open_store
+    def body() -> int:
+        with database(args.database) as store:
+            return action(store, args)
 
-    try:
-        store = open_store(args.database)
-    except (SQLAlchemyError, ValueError, OSError) as exc:
-        print(f"{prog}: cannot open the database: {_one_line(exc)}", file=sys.stderr)
-        return EXIT_CANNOT_RUN
-    try:
-        return action(store, args)
-    except CimError as exc:
-        print(f"{prog}: [{exc.code}] {exc.reason}", file=sys.stderr)
-        return EXIT_REFUSED
-    except (SQLAlchemyError, OSError) as exc:
-        print(f"{prog}: database error: {_one_line(exc)}", file=sys.stderr)
-        return EXIT_CANNOT_RUN
-    finally:
-        store.close()
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    return guarded(prog, body)
 
 
 # ---------------------------------------------------------------------- outbox
@@ -76,16 +64,31 @@ def _retry(store, args: argparse.Namespace) -> int:
     from headend.outbox import Outbox
 
     if not args.all and not args.ids:
-        print("openhes outbox retry: give row ids or --all", file=sys.stderr)
-        return EXIT_REFUSED
+        return fail("openhes outbox retry", "give row ids or --all", EXIT_REFUSED)
     count = Outbox(store).retry(None if args.all else args.ids)
     print(f"{count} dead row{'s' if count != 1 else ''} made pending again")
     return EXIT_OK if count or args.all else EXIT_REFUSED
 
 
 def _deliver(args: argparse.Namespace) -> int:
-    from adapters.delivery import main
+    from datetime import timedelta
 
+    from adapters.delivery import DeliveryPolicy, main
+
+    prog = "openhes outbox deliver"
+    try:
+        DeliveryPolicy(
+            timeout=args.timeout,
+            lease=args.lease,
+            max_age=timedelta(hours=args.max_age_hours),
+            concurrency=args.concurrency,
+        )
+    except ValueError as exc:
+        return fail(prog, str(exc), EXIT_CANNOT_RUN)
+    try:
+        open_database(args.database).close()
+    except CliError as exc:
+        return fail(prog, str(exc), exc.status)
     argv = ["--lease", str(args.lease), "--timeout", str(args.timeout)]
     argv += ["--max-age-hours", str(args.max_age_hours), "--concurrency", str(args.concurrency)]
     if args.database:
@@ -127,28 +130,27 @@ def _subscriptions_change(store, args: argparse.Namespace) -> int:
     else:
         done = set_enabled(store, args.name, command == "enable")
     if not done:
-        print(f"openhes subscriptions {command}: no subscription {args.name!r}", file=sys.stderr)
-        return EXIT_REFUSED
+        return fail(f"openhes subscriptions {command}", f"no subscription {args.name!r}")
     print(f"subscription {args.name}: {command}d")
     return EXIT_OK
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    database = argparse.ArgumentParser(add_help=False)
-    database.add_argument("--database", help="store URL (default: $OPENHES_DATABASE_URL)")
+    db_option = argparse.ArgumentParser(add_help=False)
+    db_option.add_argument("--database", help=DATABASE_HELP)
 
     outbox = commands.add_parser("outbox", help="see, retry and deliver outbound messages")
     actions = outbox.add_subparsers(dest="outbox_command", metavar="ACTION", required=True)
-    listing = actions.add_parser("list", parents=[database], help="rows by id, with counts")
+    listing = actions.add_parser("list", parents=[db_option], help="rows by id, with counts")
     listing.add_argument("--state", choices=STATES)
     listing.add_argument("--limit", type=int, default=100)
     listing.set_defaults(handler=lambda a: _run("openhes outbox list", a, _list))
-    retry = actions.add_parser("retry", parents=[database], help="make dead rows pending again")
+    retry = actions.add_parser("retry", parents=[db_option], help="make dead rows pending again")
     retry.add_argument("ids", nargs="*", type=int, metavar="ID")
     retry.add_argument("--all", action="store_true", help="every dead row")
     retry.set_defaults(handler=lambda a: _run("openhes outbox retry", a, _retry))
     deliver = actions.add_parser(
-        "deliver", parents=[database], help="run a delivery process until interrupted"
+        "deliver", parents=[db_option], help="run a delivery process until interrupted"
     )
     deliver.add_argument("--lease", type=float, default=120.0)
     deliver.add_argument("--timeout", type=float, default=30.0)
@@ -158,18 +160,18 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     subs = commands.add_parser("subscriptions", help="endpoints pushed EventMessages")
     sub_actions = subs.add_subparsers(dest="subscriptions_command", metavar="ACTION", required=True)
-    sub_list = sub_actions.add_parser("list", parents=[database], help="every subscription")
+    sub_list = sub_actions.add_parser("list", parents=[db_option], help="every subscription")
     sub_list.set_defaults(
         handler=lambda a: _run("openhes subscriptions list", a, _subscriptions_list)
     )
-    add = sub_actions.add_parser("add", parents=[database], help="add or replace one")
+    add = sub_actions.add_parser("add", parents=[db_option], help="add or replace one")
     add.add_argument("name")
     add.add_argument("address", help="http(s) URL that receives the SOAP EventMessages")
     add.add_argument("--noun", action="append", default=[], help="e.g. MeterReadings (repeat)")
     add.add_argument("--verb", action="append", default=[], help="e.g. created (repeat)")
     add.set_defaults(handler=lambda a: _run("openhes subscriptions add", a, _subscriptions_add))
     for name in ("remove", "enable", "disable"):
-        change = sub_actions.add_parser(name, parents=[database], help=f"{name} one")
+        change = sub_actions.add_parser(name, parents=[db_option], help=f"{name} one")
         change.add_argument("name")
         change.set_defaults(
             handler=lambda a: _run(

@@ -5,9 +5,9 @@ process (see :mod:`adapters.serve`). SIGINT or SIGTERM stops it cleanly."""
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from adapters.cli_support import EXIT_CANNOT_RUN, fail
 from adapters.config import ENV_CONFIG, settings_help
 
 
@@ -37,8 +37,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
-        print(f"openhes serve: {exc}", file=sys.stderr)
-        return 2
+        return fail("openhes serve", str(exc), EXIT_CANNOT_RUN)
     return run_serve(settings)
 
 

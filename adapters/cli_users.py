@@ -13,15 +13,19 @@ import getpass
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import Any, TextIO
 
-from sqlalchemy.exc import SQLAlchemyError
-
+from adapters.cli_support import (
+    DATABASE_HELP,
+    EXIT_OK,
+    command_name,
+    database,
+    guarded,
+    print_json,
+    print_table,
+)
 from headend.access import Role
 
-EXIT_OK = 0
-EXIT_REFUSED = 1
-EXIT_CANNOT_RUN = 2
 ROLES = [r.value for r in Role]
 
 
@@ -57,38 +61,20 @@ def read_password(
 
 
 def _run(args: argparse.Namespace, action: Callable[..., int]) -> int:
-    from adapters.auth.passwords import PasswordError
-    from adapters.auth.users import UserError
+    """``action(store, args)``: refusals (no such user, bad password or role) exit 1; the
+    database, the master key or no terminal exit 2; each as one line."""
     from headend.keys import MasterKeyError
-    from mdm.database import open_store
 
-    prog = f"openhes users {args.users_command}"
-    try:
-        store = open_store(args.database)
-    except (SQLAlchemyError, ValueError, OSError) as exc:
-        print(f"{prog}: cannot open the database: {_one_line(exc)}", file=sys.stderr)
-        return EXIT_CANNOT_RUN
-    try:
-        return action(store, args)
-    except (UserError, PasswordError) as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
-    except ValueError as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
-    except (MasterKeyError, _CannotRun) as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return EXIT_CANNOT_RUN
-    except (SQLAlchemyError, OSError) as exc:
-        print(f"{prog}: database error: {_one_line(exc)}", file=sys.stderr)
-        return EXIT_CANNOT_RUN
-    finally:
-        store.close()
+    def body() -> int:
+        with database(args.database) as store:
+            return action(store, args)
 
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    return guarded(
+        command_name(args),
+        body,
+        refused=(ValueError,),  # UserError and PasswordError among them
+        cannot_run=(MasterKeyError, _CannotRun),
+    )
 
 
 def _add(store, args: argparse.Namespace) -> int:
@@ -121,14 +107,11 @@ def _list(store, args: argparse.Namespace) -> int:
 
     now = datetime.now(UTC)
     found = list_users(store)
-    if not found:
-        print("no users")
+    if args.json:
+        print_json([_as_dict(user, now) for user in found])
         return EXIT_OK
-    width = max(4, *(len(u.name) for u in found))
-    print(f"{'NAME':<{width}}  {'ROLES':<21}  {'STATE':<8}  DIGEST  LOCKOUT")
+    rows = []
     for user in found:
-        roles = ",".join(sorted(r.value for r in user.roles))
-        state = "enabled" if user.enabled else "disabled"
         if user.locked(now):
             assert user.locked_until is not None
             lockout = f"locked until {user.locked_until.isoformat(timespec='seconds')}"
@@ -136,9 +119,31 @@ def _list(store, args: argparse.Namespace) -> int:
             lockout = f"{user.failures} recent failures"
         else:
             lockout = "-"
-        digest = "yes" if user.digest else "no"
-        print(f"{user.name:<{width}}  {roles:<21}  {state:<8}  {digest:<6}  {lockout}")
+        rows.append(
+            (
+                user.name,
+                ",".join(sorted(r.value for r in user.roles)),
+                "enabled" if user.enabled else "disabled",
+                "yes" if user.digest else "no",
+                lockout,
+            )
+        )
+    print_table(("NAME", "ROLES", "STATE", "DIGEST", "LOCKOUT"), rows, empty="no users")
     return EXIT_OK
+
+
+def _as_dict(user: Any, now: datetime) -> dict[str, Any]:
+    return {
+        "name": user.name,
+        "roles": sorted(r.value for r in user.roles),
+        "enabled": user.enabled,
+        "digest": user.digest,
+        "failures": user.failures,
+        "locked": user.locked(now),
+        "locked_until": user.locked_until.isoformat() if user.locked_until else None,
+        "created_at": user.created_at.isoformat(),
+        "updated_at": user.updated_at.isoformat(),
+    }
 
 
 def _simple(function_name: str, done: str, unchanged: str) -> Callable[..., int]:
@@ -172,7 +177,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         p.add_argument(
             "--database",
             default=None,
-            help="database URL (default: $OPENHES_DATABASE_URL or ./openhes.sqlite3)",
+            help=DATABASE_HELP,
         )
         p.add_argument("--who", default=None, help="name recorded in the audit log")
         p.set_defaults(handler=lambda args: _run(args, action))
@@ -198,7 +203,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         "OPENHES_MASTER_KEY; see docs/security.md)",
     )
 
-    command("list", "list users, roles, state and lockouts", _list)
+    listing = command("list", "list users, roles, state and lockouts", _list)
+    listing.add_argument("--json", action="store_true", help="print JSON for scripts")
 
     passwd = command("passwd", "set a new password", _passwd)
     passwd.add_argument("name", metavar="NAME")

@@ -10,23 +10,23 @@ import asyncio
 import contextlib
 import logging
 import signal
-import sys
 from pathlib import Path
 
-ENV_DATABASE = "OPENHES_DATABASE_URL"
+from adapters.cli_support import (
+    DATABASE_HELP,
+    EXIT_CANNOT_RUN,
+    EXIT_OK,
+    CliError,
+    fail,
+    open_database,
+    positive_int,
+    reach_broker,
+)
+
+PROG = "openhes worker"
 ENV_BROKER = "OPENHES_BROKER_URL"
 ENV_CONCURRENCY = "OPENHES_WORKER_CONCURRENCY"
 ENV_NAMESPACE = "OPENHES_BROKER_NAMESPACE"
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
-    return value
 
 
 def _seconds(text: str) -> float:
@@ -53,7 +53,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     worker.add_argument(
         "--database",
         default=None,
-        help=f"database URL (default: ${ENV_DATABASE} or ./openhes.sqlite3)",
+        help=DATABASE_HELP,
     )
     worker.add_argument(
         "--broker",
@@ -62,13 +62,13 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     )
     worker.add_argument(
         "--concurrency",
-        type=_positive,
+        type=positive_int,
         default=None,
         help=f"sessions open at once (default: ${ENV_CONCURRENCY} or 200)",
     )
     worker.add_argument(
         "--prefetch",
-        type=_positive,
+        type=positive_int,
         default=None,
         help="tasks held unacknowledged (default: twice the concurrency)",
     )
@@ -99,24 +99,21 @@ def cmd_worker(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
-        print(f"openhes worker: {exc}", file=sys.stderr)
-        return 2
+        return fail(PROG, str(exc), EXIT_CANNOT_RUN)
     configured = settings.sources["broker.url"] != "default"
     broker = args.broker or (settings["broker.url"] if configured else None)
     if not broker:
-        print(
-            f"openhes worker: no broker: give --broker or set {ENV_BROKER} "
+        return fail(
+            PROG,
+            f"no broker: give --broker or set {ENV_BROKER} "
             "(memory:// is in-process only and cannot serve a separate worker)",
-            file=sys.stderr,
+            EXIT_CANNOT_RUN,
         )
-        return 2
     if broker.split("://", 1)[0].lower() == "memory":
-        print("openhes worker: memory:// cannot be shared with other processes", file=sys.stderr)
-        return 2
+        return fail(PROG, "memory:// cannot be shared with other processes", EXIT_CANNOT_RUN)
     concurrency = args.concurrency or settings["worker.concurrency"]
     if concurrency < 1:
-        print(f"openhes worker: {ENV_CONCURRENCY}: {concurrency} is not >= 1", file=sys.stderr)
-        return 2
+        return fail(PROG, f"{ENV_CONCURRENCY}: {concurrency} is not >= 1", EXIT_CANNOT_RUN)
     namespace = args.namespace or settings["broker.namespace"]
     database = args.database
     if database is None and settings.sources["database.url"] != "default":
@@ -124,6 +121,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # not the migrations' chatter
     return asyncio.run(
         run_worker(
             database=database,
@@ -149,24 +147,25 @@ async def run_worker(
     counters: Path | None,
     name: str | None,
 ) -> int:
-    from sqlalchemy.exc import SQLAlchemyError
-
     from drivers.dlms import DlmsDriver, SqliteCounterStore
     from headend.taskbus import TaskBus
     from headend.worker import Worker
-    from mdm.database import open_store
 
     try:
-        store = open_store(database)
-    except (SQLAlchemyError, ValueError, OSError) as exc:
-        print(f"openhes worker: cannot open the database: {exc}", file=sys.stderr)
-        return 2
+        store = open_database(database)
+    except CliError as exc:
+        return fail(PROG, str(exc), exc.status)
     try:
         bus = TaskBus.from_url(broker, namespace=namespace)
     except ValueError as exc:
         store.close()
-        print(f"openhes worker: {exc}", file=sys.stderr)
-        return 2
+        return fail(PROG, str(exc), EXIT_CANNOT_RUN)
+    try:
+        reach_broker(bus)
+    except CliError as exc:
+        bus.close()
+        store.close()
+        return fail(PROG, str(exc), exc.status)
     driver = DlmsDriver(SqliteCounterStore(counters) if counters else None)
     worker = Worker(
         store,
@@ -193,7 +192,7 @@ async def run_worker(
         f"{worker.failed} failed, {worker.skipped} redeliveries skipped)",
         flush=True,
     )
-    return 0
+    return EXIT_OK
 
 
 __all__ = ["register", "run_worker"]

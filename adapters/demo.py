@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import secrets
 import sys
 import tempfile
@@ -40,6 +39,16 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
+
+from adapters.cli_support import (
+    EXIT_CANNOT_RUN,
+    EXIT_INTERRUPTED,
+    ProgressBar,
+    fail,
+    one_line,
+    print_json,
+)
+from adapters.cli_support import percent as _pct
 
 DEMO_USER = "demo-mdm"
 INTERVAL_PREFIX = "0.0.2."  # ReadingType codes of 15-minute interval data
@@ -107,8 +116,9 @@ class Demo:
         except StepFailed as exc:
             step.summary = str(exc)
         except Exception as exc:  # a part of OpenHES failed: one line, never a traceback
-            text = str(exc).strip().splitlines()
-            step.summary = f"{type(exc).__name__}: {text[0] if text else 'failed'}"
+            step.summary = (
+                f"{type(exc).__name__}: {one_line(exc) if str(exc).strip() else 'failed'}"
+            )
         else:
             step.ok = True
         step.seconds = time.perf_counter() - began
@@ -469,48 +479,6 @@ def demo_keyring(path: Path) -> Any:
     return Keyring(MasterKey(secret))
 
 
-class ProgressBar:
-    """A plain text progress bar on ``stream`` (redrawn in place on a terminal, a line per
-    quarter otherwise)."""
-
-    WIDTH = 30
-
-    def __init__(self, stream: TextIO, label: str) -> None:
-        self.stream = stream
-        self.label = label
-        self.tty = bool(getattr(stream, "isatty", lambda: False)())
-        self._shown = -1
-        self._open = False
-
-    def show(self, done: int, total: int, seconds: float) -> None:
-        if total <= 0:
-            return
-        fraction = done / total
-        if not self.tty:
-            quarter = int(fraction * 4)
-            if quarter == self._shown:
-                return
-            self._shown = quarter
-        filled = int(fraction * self.WIDTH)
-        rate = done / seconds if seconds > 0 else 0.0
-        text = (
-            f"  [{'#' * filled}{'.' * (self.WIDTH - filled)}] {done:,}/{total:,} "
-            f"{fraction:5.1%}  {rate:,.0f}/s  {self.label}"
-        )
-        if self.tty:
-            self.stream.write("\r" + text)
-            self._open = True
-        else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self._open:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._open = False
-
-
 def readings_table(code: str, values: list[tuple[datetime, Decimal]]) -> list[str]:
     """The readings of one day per hour: a row per hour, its four quarter-hours."""
     from cim.codelists.readingtype import ReadingType
@@ -581,10 +549,6 @@ def _is(message: Any, noun: str, verb: str, path: str) -> bool:
         and (message.verb or "").lower() == verb
         and message.path.rstrip("/") == path
     )
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
 
 
 def _stored_readings(store: Any, start: datetime, end: datetime) -> int:
@@ -679,19 +643,16 @@ async def _run(demo: Demo, keep_running: bool) -> int:
         else:
             demo.say(f"\nopenhes demo: {demo.steps[-1].summary}")
         if demo.as_json:
-            print(
-                json.dumps(
-                    {
-                        "ok": status == 0,
-                        "seconds": round(total, 3),
-                        "meters": demo.meters,
-                        "folder": str(demo.folder),
-                        "steps": [s.as_dict() for s in demo.steps],
-                    },
-                    default=str,
-                ),
-                file=demo.out,
-                flush=True,
+            print_json(
+                {
+                    "ok": status == 0,
+                    "seconds": round(total, 3),
+                    "meters": demo.meters,
+                    "folder": str(demo.folder),
+                    "steps": [s.as_dict() for s in demo.steps],
+                },
+                compact=True,
+                out=demo.out,
             )
         if status == 0 and keep_running:
             for line in _try_these(demo):
@@ -740,17 +701,17 @@ def run_demo(
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     if meters < 1 or days < 1:
-        print("openhes demo: --meters and --days must be at least 1", file=stderr)
-        return 2
+        return fail(
+            "openhes demo", "--meters and --days must be at least 1", EXIT_CANNOT_RUN, err=stderr
+        )
     if meters > 65534:
-        print("openhes demo: --meters: at most 65,534 meters share one port", file=stderr)
-        return 2
+        message = "--meters: at most 65,534 meters share one port"
+        return fail("openhes demo", message, EXIT_CANNOT_RUN, err=stderr)
     folder = Path(out) if out else Path(tempfile.mkdtemp(prefix="openhes-demo-"))
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        print(f"openhes demo: --out {folder}: {exc.strerror}", file=stderr)
-        return 2
+        return fail("openhes demo", f"--out {folder}: {exc.strerror}", EXIT_CANNOT_RUN, err=stderr)
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -763,7 +724,7 @@ def run_demo(
     try:
         return asyncio.run(_run(demo, keep_running))
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 __all__ = ["STEPS", "Demo", "ProgressBar", "Step", "readings_table", "run_demo"]

@@ -74,7 +74,8 @@ def test_validate_refuses_hostile_and_missing_files(
     captured = capsys.readouterr()
     assert "refused [1.3]" in captured.out
     assert "root:" not in captured.out
-    assert "nope.xml: no such file" in captured.err
+    assert "nope.xml: no such file" in captured.out
+    assert captured.err == "openhes validate: 2 of 2 file(s) not valid\n"
 
 
 def test_describe(capsys: pytest.CaptureFixture[str]) -> None:
@@ -96,7 +97,9 @@ def test_describe(capsys: pytest.CaptureFixture[str]) -> None:
     assert "estimated" in out
     assert "tariff 1" in out
     assert main(["describe", "0.0.2.4.1", "99.99.99.99999"]) == 1
-    assert "[2." in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "[2." in captured.out
+    assert captured.err == "openhes describe: 1 of 2 code(s) not understood\n"
 
 
 def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:

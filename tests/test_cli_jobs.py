@@ -70,7 +70,7 @@ def test_run_show_list_and_stats(db, fleet, capsys):
     status, out, err = cli(capsys, "jobs", "run", "--all", "--read", "registers", "--database", db)
     assert status == 0, err
     assert out.splitlines()[0].startswith("job ")
-    assert "3/3 done (100.0%): succeeded 3" in out
+    assert "3/3 100.0%" in err and "tasks done (succeeded 3)" in err  # the progress bar
     assert "completed: 3 of 3 succeeded (100.0%)" in out
     job_id = out.splitlines()[0].split()[1]
 
@@ -332,15 +332,18 @@ def test_errors_are_one_line(db, capsys, argv, status, message):
     assert main([*argv, "--database", db]) == status
     _, err = capsys.readouterr()
     assert message in err
-    if status == 1:
-        assert err.startswith("openhes: ") and len(err.strip().splitlines()) == 1
+    assert (
+        err.startswith((f"openhes {argv[0]} ", f"openhes {argv[0]}:"))
+        and len(err.strip().splitlines()) == 1
+    )
     assert "Traceback" not in err
 
 
 def test_a_database_that_cannot_be_opened(tmp_path, capsys):
     status = main(["jobs", "list", "--database", str(tmp_path / "missing" / "x.sqlite3")])
     _, err = capsys.readouterr()
-    assert status == 1 and err.startswith("openhes: cannot open the database")
+    assert status == 2 and err.startswith("openhes jobs list: cannot open the database")
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_empty_database_outputs(tmp_path, capsys, monkeypatch):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import subprocess
 import sys
@@ -67,6 +68,9 @@ def test_add_list_and_log_in(db, monkeypatch, capsys) -> None:
     assert run(db, monkeypatch, "list") == 0
     out = capsys.readouterr().out
     assert "NAME" in out and "ops" in out and "operator" in out and "enabled" in out
+    assert run(db, monkeypatch, "list", "--json") == 0
+    (user,) = json.loads(capsys.readouterr().out)
+    assert user["name"] == "ops" and user["roles"] == ["operator"] and not user["locked"]
     store = open_store(db)
     assert entries(store, object_type="user")[0].who == "lead"
     store.close()
