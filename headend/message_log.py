@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     Boolean,
@@ -144,7 +145,7 @@ class MessageLog:
         written and the earlier row is returned (``Claim.new`` False)."""
         if message_id is not None and len(message_id) > ID_LENGTH:
             raise ValueError(f"a MessageID is at most {ID_LENGTH} characters")
-        values = {
+        values: dict[str, Any] = {
             "message_id": message_id,
             "verb": verb[:16],
             "noun": noun[:64],
@@ -160,23 +161,38 @@ class MessageLog:
             "correlation_id": _fit(correlation_id, ID_LENGTH),
             "reply_address": _fit(reply_address, ADDRESS_LENGTH),
         }
-        if message_id is not None:
-            existing = self.find(message_id)
-            if existing is not None:
-                return Claim(False, existing)
+        # Insert first: the unique MessageID finds a copy (a new request, the common case,
+        # costs one statement, not a look-up, the insert and a read back).
         try:
             with transaction(self.store) as conn:
                 row_id = conn.execute(insert(router_messages).values(values)).inserted_primary_key[
                     0
                 ]
         except IntegrityError:
-            # Another process (or task) claimed the same MessageID between find and insert.
+            # Logged before (by this process or another, earlier or racing this one).
             existing = self.find(message_id) if message_id is not None else None
             if existing is None:
                 raise
             return Claim(False, existing)
-        entry = self.get(row_id)
-        assert entry is not None
+        entry = LoggedMessage(
+            id=row_id,
+            message_id=message_id,
+            verb=values["verb"],
+            noun=values["noun"],
+            principal=_principal(values["principal"], values["roles"], values["authenticated_by"]),
+            channel=values["channel"],
+            received_at=values["received_at"].astimezone(UTC),
+            answered_at=None,
+            state=ACCEPTED,
+            async_reply=async_reply,
+            request=bytes(request),
+            ack=None if ack is None else bytes(ack),
+            reply=None,
+            result=None,
+            correlation_id=values["correlation_id"],
+            reply_address=values["reply_address"],
+            reply_message_id=None,
+        )
         return Claim(True, entry)
 
     def answer(
@@ -243,10 +259,13 @@ class MessageLog:
         return _entry(row) if row is not None else None
 
 
+def _principal(name: str, roles: str, authenticated_by: str) -> Principal:
+    return Principal(name, frozenset(Role(v) for v in roles.split(",") if v), authenticated_by)
+
+
 def _entry(row: object) -> LoggedMessage:
     r = dict(row)  # type: ignore[call-overload]
-    roles = frozenset(Role(v) for v in r.pop("roles").split(",") if v)
-    principal = Principal(r.pop("principal"), roles, r.pop("authenticated_by"))
+    principal = _principal(r.pop("principal"), r.pop("roles"), r.pop("authenticated_by"))
     for name in ("request", "ack", "reply"):
         if r[name] is not None:
             r[name] = bytes(r[name])

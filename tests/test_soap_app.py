@@ -24,7 +24,7 @@ from soap_helpers import (
     running_stack,
 )
 
-from adapters.soap.app import create_app
+from adapters.soap.app import DRAIN_BYTES, create_app
 from adapters.soap.server import gunicorn_options, start_in_thread
 from adapters.soap.services import catalogue
 from adapters.soap.settings import SoapSettings
@@ -272,7 +272,7 @@ def test_a_lying_or_invalid_content_length(stack):
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.sendall(
             b"POST /openhes/GetMeterReadings HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n"
-            b"Content-Length: " + str(CAP + 1).encode() + b"\r\n\r\n<s:Envelope"
+            b"Content-Length: " + str(CAP + DRAIN_BYTES + 1).encode() + b"\r\n\r\n<s:Envelope"
         )
         answer = sock.recv(65536)
     assert answer.startswith(b"HTTP/1.1 413")  # refused before the body was sent

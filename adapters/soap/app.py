@@ -71,15 +71,16 @@ class _BadLength(Exception):
 
 
 async def read_capped(request: Request, cap: int) -> bytes:
-    """The request body, refused (``_TooLarge``) as soon as it is known to exceed ``cap``:
-    from Content-Length before reading anything, else from the streamed byte count. A
-    streamed body found too large is read on (and dropped) up to ``DRAIN_BYTES`` more, so
-    that a client still sending can read the 413 instead of a connection reset."""
+    """The request body, refused (``_TooLarge``) as soon as it is known to exceed ``cap``.
+    A body announced (Content-Length) or found (streamed count) to exceed ``cap`` by at most
+    ``DRAIN_BYTES`` is read on and dropped, so that a client still sending can read the 413
+    instead of a connection reset; one announced larger still is refused before any of it is
+    read, and one streamed larger is cut off after ``DRAIN_BYTES`` more."""
     length = request.headers.get("content-length")
     if length is not None:
         if not length.strip().isdigit():
             raise _BadLength(length)
-        if int(length) > cap:
+        if int(length) > cap + DRAIN_BYTES:
             raise _TooLarge
     chunks: list[bytes] = []
     total = 0

@@ -3,12 +3,14 @@
 Answers are assembled as bytes around the router's ResponseMessage, so a reply that needs
 no renaming is never parsed again. Per-noun services answer in their WSDL's output element
 (for example GetMeterReadingsMessage:MeterReadingsResponseMessage); the router's generic
-ResponseMessage is re-wrapped into it.
+ResponseMessage is re-wrapped into it, as bytes when it has the plain form the router
+writes (no parse, no serialisation of the payload), else through lxml.
 """
 
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
@@ -127,6 +129,111 @@ def rewrap(document: bytes, output: str) -> bytes:
     (Clark notation): the wrapper's own children (Header, Reply, Payload and Payload's
     OperationSet/Compressed/Format) move into the wrapper namespace, as the per-noun XSDs
     declare them; Header and Reply contents stay in the message namespace."""
+    fast = _rewrap_bytes(document, output)
+    return fast if fast is not None else _rewrap_tree(document, output)
+
+
+# The plain form of a message the router writes (lxml, the message namespace as the default
+# namespace declared on the root only): <Root xmlns="msg"><Header>..</Header><Reply>..</Reply>
+# <Payload><Doc xmlns="..">..</Doc><Format>..</Format></Payload></Root>.
+_DECLARATION = re.compile(rb"<\?xml[^>]*\?>\s*")
+_ROOT_START = re.compile(rb'<([A-Za-z_][\w.\-]*) xmlns="' + re.escape(ns.MESSAGE.encode()) + rb'">')
+_NAME = rb"[A-Za-z_][\w.\-]*"
+_TAG_OPEN = re.compile(rb"<(/?)(?=[A-Za-z_])")
+_PREFIXED_TAG = re.compile(rb"</?" + _NAME + rb":")
+_EMPTY = re.compile(rb"<(Header|Reply|Payload)/>")
+# A payload document that declares its own default namespace on its root element.
+_OWN_DOCUMENT = re.compile(rb"<(" + _NAME + rb")(?:\s[^>]*)?\sxmlns=\"")
+
+
+def _message_content(part: bytes) -> bytes | None:
+    """Header or Reply content (message-namespace elements only, unprefixed, no namespace
+    declarations) with every element in the ``msg:`` prefix; None if not of that form."""
+    if b"xmlns" in part or _PREFIXED_TAG.search(part) is not None:
+        return None
+    return _TAG_OPEN.sub(rb"<\1msg:", part)
+
+
+def _rewrap_bytes(document: bytes, output: str) -> bytes | None:
+    """:func:`rewrap` as byte surgery on the plain form the router writes; None for any
+    other form (then the tree is re-written)."""
+    wrapper_ns, local = ns.split_tag(output)
+    if not wrapper_ns or not local:
+        return None
+    position = 0
+    declaration = _DECLARATION.match(document)
+    if declaration is not None:
+        position = declaration.end()
+    root = _ROOT_START.match(document, position)
+    if root is None:
+        return None
+    end_tag = b"</" + root.group(1) + b">"
+    if not document.endswith(end_tag):
+        return None
+    body = document[root.end() : len(document) - len(end_tag)]
+    out = [
+        f'<{local} xmlns="{wrapper_ns}" xmlns:msg="{ns.MESSAGE}">'.encode(),
+    ]
+    at = 0
+    while at < len(body):
+        empty = _EMPTY.match(body, at)
+        if empty is not None:
+            out.append(empty.group(0))
+            at = empty.end()
+            continue
+        for name in (b"Header", b"Reply"):
+            start = b"<" + name + b">"
+            if body.startswith(start, at):
+                close = body.find(b"</" + name + b">", at)
+                if close == -1:
+                    return None
+                content = _message_content(body[at + len(start) : close])
+                if content is None:
+                    return None
+                out += [start, content, b"</" + name + b">"]
+                at = close + len(name) + 3
+                break
+        else:
+            if not body.startswith(b"<Payload>", at) or not body.endswith(b"</Payload>"):
+                return None  # Request, or something unexpected
+            payload = _payload_content(body[at + 9 : len(body) - 10])
+            if payload is None:
+                return None
+            out += [b"<Payload>", payload, b"</Payload>"]
+            at = len(body)
+    out.append(f"</{local}>".encode())
+    return b"".join(out)
+
+
+def _payload_content(content: bytes) -> bytes | None:
+    """Payload content of the plain form: one document declaring its own default namespace,
+    or Compressed text, then Format text; the rest (OperationSet, Payload/ID) is None."""
+    tail = b""
+    if content.endswith(b"</Format>"):
+        start = content.rfind(b"<Format>")
+        if start == -1 or b"<" in content[start + 8 : -9]:
+            return None
+        tail = content[start:]
+        content = content[:start]
+    if content.startswith(b"<Compressed>"):
+        if not content.endswith(b"</Compressed>") or b"<" in content[12:-13]:
+            return None
+        return content + tail
+    if not content:
+        return tail
+    document = _OWN_DOCUMENT.match(content)
+    if document is None or document.group(1) == b"ID":
+        return None
+    # It must be the only element (a Payload/ID after it stays in the message namespace).
+    if content.endswith(b"/>"):
+        if content.count(b"<") != 1:
+            return None
+    elif not content.endswith(b"</" + document.group(1) + b">"):
+        return None
+    return content + tail
+
+
+def _rewrap_tree(document: bytes, output: str) -> bytes:
     source = parse_bytes(document)
     if source.tag == output:
         return etree.tostring(source, encoding="UTF-8")

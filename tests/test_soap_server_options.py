@@ -1,0 +1,62 @@
+"""How the SOAP server runs: one SO_REUSEPORT socket per worker process, the C HTTP parser
+and event loop when installed; and the lane that lets deferred work yield to requests."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+
+from adapters.soap.server import (
+    HTTP_IMPLEMENTATION,
+    LOOP_IMPLEMENTATION,
+    gunicorn_options,
+    reuse_port,
+    uvicorn_config,
+)
+from adapters.soap.settings import SoapSettings
+from headend.handlers import run_blocking
+from mdm.database import open_store
+
+
+def test_several_workers_listen_each_on_their_own_socket():
+    assert gunicorn_options(SoapSettings(port=8080, workers=2))["reuse_port"] is True
+    assert reuse_port(SoapSettings(port=8080, workers=1)) is False
+    # Port 0 would give each worker a port of its own.
+    assert reuse_port(SoapSettings(port=0, workers=2)) is False
+
+
+def test_uvicorn_uses_httptools_and_uvloop_when_installed():
+    config = uvicorn_config(object(), SoapSettings())
+    has_httptools = importlib.util.find_spec("httptools") is not None
+    assert ("httptools" if has_httptools else "h11") == HTTP_IMPLEMENTATION
+    assert config.http == HTTP_IMPLEMENTATION and config.loop == LOOP_IMPLEMENTATION
+
+
+def test_deferred_steps_run_after_what_is_waiting_and_one_at_a_time(tmp_path):
+    store = open_store(f"sqlite:///{tmp_path / 'lane.sqlite3'}")
+    order: list[str] = []
+
+    def step(name: str) -> str:
+        order.append(name)
+        return name
+
+    async def request(name: str) -> None:
+        order.append(name)
+
+    async def main() -> list[str]:
+        lane = asyncio.Semaphore(1)
+        deferred = [
+            asyncio.create_task(run_blocking(store, step, f"deferred{i}", lane=lane))
+            for i in range(2)
+        ]
+        # Requests that become ready with (here: just after) the deferred steps go first.
+        requests = [asyncio.create_task(request(f"request{i}")) for i in (1, 2)]
+        await asyncio.gather(*requests)
+        return list(await asyncio.gather(*deferred))
+
+    try:
+        assert asyncio.run(main()) == ["deferred0", "deferred1"]
+    finally:
+        store.close()
+    assert order.index("request1") < order.index("deferred0")
+    assert order.index("request2") < order.index("deferred0") < order.index("deferred1")
