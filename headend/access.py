@@ -8,13 +8,14 @@ operator may.
 reader     ``get`` of data: MeterReadings, EndDeviceEvents, EndDeviceControls
 operator   the reader's rights; controls (connect, disconnect, arm, clock sync...: any
            request verb on EndDeviceControls), pushing data in (``create`` MeterReadings or
-           EndDeviceEvents), and ``get`` of schedules and configuration
+           EndDeviceEvents, or the EventMessage ``created`` MeterReadings or EndDeviceEvents
+           another system sends), and ``get`` of schedules and configuration
 admin      the operator's rights; configuration: MeterReadSchedule create/change/cancel/
            delete/close/execute and every other noun that is not data or controls
 =========  ==================================================================================
 
-Anything not listed is refused: past-tense verbs (``created``, ``reply``...) are messages
-the hub sends, not requests it takes, and are allowed to nobody.
+Anything not listed is refused: the other past-tense verbs (``changed``, ``reply``...) are
+messages the hub sends, not requests it takes, and are allowed to nobody.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ DATA_NOUNS = frozenset({"MeterReadings", "EndDeviceEvents", "EndDeviceControls"}
 PUSH_NOUNS = frozenset({"MeterReadings", "EndDeviceEvents"})
 CONTROL_NOUNS = frozenset({"EndDeviceControls"})
 REQUEST_VERBS = frozenset({"create", "change", "cancel", "close", "delete", "execute"})
+#: EventMessage verbs taken as data pushed in (IEC 61968-100: the sender of a Send service).
+PUSH_VERBS = frozenset({"create", "created"})
 
 
 def required_role(verb: str, noun: str) -> Role | None:
@@ -67,11 +70,11 @@ def required_role(verb: str, noun: str) -> Role | None:
     verb = verb.lower()
     if verb == "get":
         return Role.READER if noun in DATA_NOUNS else Role.OPERATOR
+    if noun in PUSH_NOUNS and verb in PUSH_VERBS:
+        return Role.OPERATOR
     if verb not in REQUEST_VERBS:
         return None
     if noun in CONTROL_NOUNS:
-        return Role.OPERATOR
-    if noun in PUSH_NOUNS and verb == "create":
         return Role.OPERATOR
     return Role.ADMIN
 

@@ -4,6 +4,12 @@ HeadEnd (across processes through the task bus's fanout exchange), as JSON.
 
 ``to_json``/``from_json`` round-trip exactly (datetimes keep their offset, event details their
 values: see :mod:`headend.command_json`).
+
+Every event of a job's tasks carries the job's ``correlation_id`` (last field, default None):
+the CorrelationID of the CIM request the job was made for (the router sets it from the
+request's CorrelationID, else its MessageID), which :mod:`headend.notifications` puts in the
+Header of the EventMessages pushed for the event. None for jobs made otherwise (schedules,
+the CLI). A JSON form without the field (from an older process) reads as None.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ class ReadingsStored:
     end: datetime  # the latest
     count: int
     reading_types: tuple[str, ...]
+    correlation_id: str | None = None  # the job's: its request's CorrelationID
     kind: ClassVar[str] = "ReadingsStored"
 
 
@@ -34,6 +41,7 @@ class EventsStored:
     job_id: str
     mrid: str
     events: tuple[EndDeviceEvent, ...]  # the ones new to the store
+    correlation_id: str | None = None
     kind: ClassVar[str] = "EventsStored"
 
 
@@ -45,6 +53,7 @@ class ControlDone:
     state: str | None  # the switch state read back ("connected"...); None if not known
     verified: bool
     error_code: str | None  # None: success
+    correlation_id: str | None = None
     kind: ClassVar[str] = "ControlDone"
 
 
@@ -53,6 +62,7 @@ class JobFinished:
     job_id: str
     state: str
     counts: dict[str, int]
+    correlation_id: str | None = None
     kind: ClassVar[str] = "JobFinished"
 
 
@@ -84,6 +94,8 @@ def from_json(text: str | bytes) -> HeadEndEvent:
         cls = _TYPES[body.pop("type")]
         values = {}
         for f in dataclasses.fields(cls):
+            if f.name not in body and f.default is not dataclasses.MISSING:
+                continue  # a field added later (correlation_id): its default
             raw = body.pop(f.name)
             if cls is EventsStored and f.name == "events":
                 values[f.name] = tuple(
@@ -93,6 +105,9 @@ def from_json(text: str | bytes) -> HeadEndEvent:
                 values[f.name] = decode(raw)
         if body:
             raise CodecError(f"unexpected field(s) {sorted(body)}")
+        correlation = values.get("correlation_id")
+        if correlation is not None and not isinstance(correlation, str):
+            raise CodecError(f"correlation_id {correlation!r} is not a string")
         return cls(**values)
     except CodecError:
         raise

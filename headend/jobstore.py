@@ -51,6 +51,7 @@ from headend.jobs import Endpoint
 from headend.keys import Keyring, MasterKeyError
 from headend.registry import CommPath, Registry
 from headend.schema import (
+    CORRELATION_ID_LENGTH,
     FINISHED_JOB_STATES,
     OPEN_TASK_STATES,
     TASK_STATES,
@@ -132,12 +133,17 @@ def create_job(
     created_by: str = "system",
     deadline: datetime | None = None,
     job_id: str | None = None,
+    correlation_id: str | None = None,
 ) -> NewJob:
     """Write the job and one queued task per (device id, mRID), all or nothing. With an
     ``idempotency_key`` already used, nothing is written and the existing job is returned
-    (``existing=True``, no tasks to publish)."""
+    (``existing=True``, no tasks to publish). ``correlation_id``: the CorrelationID of the
+    request the job is for (at most CORRELATION_ID_LENGTH characters, else ValueError),
+    carried by the events of its tasks."""
     if not devices:
         raise ValueError("a job needs at least one device")
+    if correlation_id is not None and not 0 < len(correlation_id) <= CORRELATION_ID_LENGTH:
+        raise ValueError(f"a correlation id is 1..{CORRELATION_ID_LENGTH} characters")
     job_id = job_id or uuid.uuid4().hex
     now = datetime.now(UTC)
     command_text = command_to_json(command)
@@ -163,6 +169,7 @@ def create_job(
                     created_by=created_by[:64],
                     created_at=now,
                     total=len(devices),
+                    correlation_id=correlation_id,
                 )
             )
             for start in range(0, len(devices), _CHUNK):
@@ -225,6 +232,7 @@ class TaskSpec:
     problem: str | None = None
     problem_code: str | None = None
     job_state: str | None = None  # the job's state when the task was loaded
+    correlation_id: str | None = None  # the job's (its request's CorrelationID)
 
     @property
     def finished(self) -> bool:
@@ -274,6 +282,7 @@ _LOAD_COLUMNS = (
     jobs.c.parameters,
     jobs.c.priority,
     jobs.c.state.label("job_state"),
+    jobs.c.correlation_id,
     devices.c.time_zone,
     devices.c.manufacturer,
     devices.c.model,
@@ -336,7 +345,9 @@ _FINISH_TASK = (
 # FOR NO KEY UPDATE on PostgreSQL: finishers of one job's tasks queue on the job row, but
 # without conflicting with the key-share locks foreign keys to it take.
 _LOCK_JOB = (
-    select(jobs.c.state).where(jobs.c.id == bindparam("job")).with_for_update(key_share=True)
+    select(jobs.c.state, jobs.c.correlation_id)
+    .where(jobs.c.id == bindparam("job"))
+    .with_for_update(key_share=True)
 )
 _STILL_OPEN = select(
     exists().where(and_(tasks.c.job_id == bindparam("job"), tasks.c.state.in_(_OPEN)))
@@ -383,6 +394,7 @@ def _spec(row: Any, registry: Registry) -> TaskSpec:
         problem=problem,
         problem_code=problem_code,
         job_state=row.job_state,
+        correlation_id=row.correlation_id,
     )
 
 
@@ -593,6 +605,7 @@ class Finished:
     job_id: str
     state: str
     counts: dict[str, int]
+    correlation_id: str | None = None
 
 
 def roll_up(conn: Connection, job_id: str) -> Finished | None:
@@ -617,7 +630,7 @@ def roll_up(conn: Connection, job_id: str) -> Finished | None:
         .where(jobs.c.id == job_id)
         .values(state=state, finished_at=now, started_at=func.coalesce(jobs.c.started_at, now))
     )
-    return Finished(job_id, state, counts)
+    return Finished(job_id, state, counts, job.correlation_id)
 
 
 def cancel_job(store: Store, job_id: str) -> Finished | None:
@@ -669,6 +682,7 @@ class JobRecord:
     started_at: datetime | None
     finished_at: datetime | None
     total: int
+    correlation_id: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -692,6 +706,7 @@ def _job_record(row: Any) -> JobRecord:
         started_at=row.started_at,
         finished_at=row.finished_at,
         total=row.total,
+        correlation_id=row.correlation_id,
     )
 
 
@@ -866,6 +881,7 @@ def rerun_errors(
         parent_id=job_id,
         schedule_id=parent.schedule_id,
         created_by=created_by,
+        correlation_id=parent.correlation_id,
     )
 
 

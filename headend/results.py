@@ -32,7 +32,8 @@ message, a second worker) is not finished again: the state is checked and change
 same transaction's row lock, and the call returns no events.
 
 Both return the :mod:`headend.events` to publish once committed: ReadingsStored,
-EventsStored, ControlDone, and JobFinished when this was the job's last open task.
+EventsStored, ControlDone, and JobFinished when this was the job's last open task; each
+carries the job's correlation id (:attr:`TaskSpec.correlation_id`).
 """
 
 from __future__ import annotations
@@ -441,7 +442,9 @@ def _readings_stored(
         }
     )
     start, end = min(stamps), max(stamps)
-    event = ReadingsStored(spec.job_id, spec.mrid, start, end, len(rows), tuple(codes))
+    event = ReadingsStored(
+        spec.job_id, spec.mrid, start, end, len(rows), tuple(codes), spec.correlation_id
+    )
     return event, {"start": _iso(start), "end": _iso(end)}
 
 
@@ -533,7 +536,9 @@ def _other_result(result: object) -> dict[str, Any]:
 
 def _job_finished(conn: Connection, job_id: str) -> list[HeadEndEvent]:
     done = roll_up(conn, job_id)
-    return [JobFinished(done.job_id, done.state, done.counts)] if done is not None else []
+    if done is None:
+        return []
+    return [JobFinished(done.job_id, done.state, done.counts, done.correlation_id)]
 
 
 def complete_task(
@@ -601,6 +606,7 @@ def _complete(
                 payload["state"],
                 result.verified,
                 error_code_text(error),
+                spec.correlation_id,
             )
         )
         return out + _job_finished(conn, spec.job_id)
@@ -663,7 +669,7 @@ def _complete(
         return []  # already finished: nothing is stored twice
     store_events(conn, new)
     if new:
-        out.append(EventsStored(spec.job_id, spec.mrid, tuple(new)))
+        out.append(EventsStored(spec.job_id, spec.mrid, tuple(new), spec.correlation_id))
     return out + _job_finished(conn, spec.job_id)
 
 
@@ -709,7 +715,15 @@ def fail_task(
         out: list[HeadEndEvent] = []
         if isinstance(spec.command, commands.Control):
             out.append(
-                ControlDone(spec.job_id, spec.mrid, spec.command.action.value, None, False, code)
+                ControlDone(
+                    spec.job_id,
+                    spec.mrid,
+                    spec.command.action.value,
+                    None,
+                    False,
+                    code,
+                    spec.correlation_id,
+                )
             )
         return out + _job_finished(conn, spec.job_id)
 

@@ -14,10 +14,12 @@ as ``MeterReadings``/``EndDeviceEvents``; ``execute`` is taken as ``create`` for
 get MeterReadings              readings from the store; an on-demand read first when the
                                store lacks data for a device and the window reaches the
                                present, or when the Request Option ``OnDemand`` is true
-create MeterReadings           readings pushed in, ingested into the store
+create/created MeterReadings   readings pushed in (a request, or the EventMessage another
+                               system sends), ingested into the store
 create/execute EndDeviceControls  connect, disconnect, arm, clock sync...: a control job,
                                then the verified state per device; audited
 get EndDeviceEvents            events from the store
+create/created EndDeviceEvents  meter events pushed in, stored (per-device errors)
 create/change/cancel/delete MeterReadSchedule  persisted schedules (headend.schedules)
 =============================  ============================================================
 
@@ -85,7 +87,7 @@ from cim.messages import (
 )
 from cim.xmlsafe import DEFAULT_LIMITS, XmlLimits
 from headend.access import CONTROL_NOUNS, Principal, allowed
-from headend.handlers import Context, Handler, Outcome
+from headend.handlers import Context, Handler, Outcome, run_blocking
 from headend.handlers import end_device_controls as controls_handlers
 from headend.handlers import end_device_events as events_handlers
 from headend.handlers import meter_read_schedule as schedule_handlers
@@ -104,9 +106,12 @@ log = logging.getLogger(__name__)
 ROUTES: Mapping[tuple[str, str], Handler] = {
     ("get", "MeterReadings"): readings_handlers.get_meter_readings,
     ("create", "MeterReadings"): readings_handlers.create_meter_readings,
+    ("created", "MeterReadings"): readings_handlers.create_meter_readings,
     ("create", "EndDeviceControls"): controls_handlers.create_end_device_controls,
     ("execute", "EndDeviceControls"): controls_handlers.create_end_device_controls,
     ("get", "EndDeviceEvents"): events_handlers.get_end_device_events,
+    ("create", "EndDeviceEvents"): events_handlers.create_end_device_events,
+    ("created", "EndDeviceEvents"): events_handlers.create_end_device_events,
     ("create", "MeterReadSchedule"): schedule_handlers.create_meter_read_schedule,
     ("change", "MeterReadSchedule"): schedule_handlers.change_meter_read_schedule,
     ("cancel", "MeterReadSchedule"): schedule_handlers.cancel_meter_read_schedule,
@@ -157,6 +162,8 @@ class Router:
         self._inflight: dict[str, asyncio.Future[_Done]] = {}
         self._running_rows: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Deferred work's blocking steps take turns here, after what waits on the loop.
+        self._lane = asyncio.Semaphore(1)
 
     # -- entry points ------------------------------------------------------------------------
 
@@ -360,8 +367,18 @@ class Router:
             self._inflight[key] = future
         self._running_rows.add(entry.id)
         try:
-            done = await self._run(message, warnings, entry.principal, entry.channel, timeout)
-            self._record(entry, done)
+            done = await self._run(
+                message,
+                warnings,
+                entry.principal,
+                entry.channel,
+                timeout,
+                deferred=entry.async_reply,
+            )
+            if entry.async_reply:  # deferred: its turn in the lane (off the loop on servers)
+                await run_blocking(self.store, self._record, entry, done, lane=self._lane)
+            else:
+                self._record(entry, done)
             if future is not None:
                 future.set_result(done)
             return done
@@ -467,6 +484,8 @@ class Router:
         principal: Principal,
         channel: str,
         timeout: float,
+        *,
+        deferred: bool = False,
     ) -> _Done:
         header = message.header
         assert header is not None
@@ -482,6 +501,7 @@ class Router:
             timeout=timeout,
             source=self.source,
             warnings=list(warnings),
+            lane=self._lane if deferred else None,
         )
         try:
             outcome = await handler(ctx)

@@ -91,6 +91,8 @@ FINISHED_JOB_STATES = ("completed", "completed_with_errors", "cancelled")
 JOB_ID_LENGTH = 32
 IDEMPOTENCY_KEY_LENGTH = 200
 PATH_LENGTH = 255
+#: The CorrelationID (else MessageID) of the request a job was made for (revision 0008).
+CORRELATION_ID_LENGTH = 100
 
 _BigId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -117,6 +119,9 @@ jobs = Table(
     Column("started_at", UtcDateTime),
     Column("finished_at", UtcDateTime),
     Column("total", Integer, nullable=False),
+    # The request's CorrelationID (else its MessageID), carried into the job's HeadEndEvents
+    # and the EventMessages pushed for them; NULL for jobs not made for a CIM request.
+    Column("correlation_id", String(CORRELATION_ID_LENGTH)),
     CheckConstraint(_in("kind", JOB_KINDS), name="kind"),
     CheckConstraint(_in("state", JOB_STATES), name="state"),
     Index(None, "created_at"),
@@ -166,6 +171,7 @@ task_attempts = Table(
 
 __all__ = [
     "AUTHENTICATIONS",
+    "CORRELATION_ID_LENGTH",
     "FINISHED_JOB_STATES",
     "JOB_KINDS",
     "JOB_STATES",

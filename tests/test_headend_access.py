@@ -1,5 +1,6 @@
 """Roles and the authorisation rule of the router: reader gets data, operator also controls
-and pushes data in, admin also configures; past-tense verbs are nobody's."""
+and pushes data in, admin also configures; past-tense verbs are nobody's but the
+created MeterReadings or EndDeviceEvents other systems send (data pushed in: operator)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,10 @@ CASES = [
     ("delete", "MeterReadSchedule", False, False, True),
     ("create", "MeterConfig", False, False, True),
     ("get", "MeterConfig", False, True, True),
-    ("created", "MeterReadings", False, False, False),
+    ("created", "MeterReadings", False, True, True),
+    ("created", "EndDeviceEvents", False, True, True),
+    ("changed", "MeterReadings", False, False, False),
+    ("created", "EndDeviceControls", False, False, False),
     ("reply", "EndDeviceControls", False, False, False),
     ("canceled", "MeterReadSchedule", False, False, False),
 ]

@@ -124,8 +124,10 @@ def squash(sql: str) -> str:
 
 
 def table_items(sql: str, name: str) -> tuple[str, set[str]]:
-    """(prefix and suffix, column and constraint clauses) of ``CREATE ... TABLE name``."""
+    """(prefix and suffix, column and constraint clauses) of ``CREATE ... TABLE name``, with
+    the clauses later migrations add (``ALTER TABLE name ADD ...``)."""
     sql = squash(sql)
+    added = set(re.findall(rf"ALTER TABLE {name} ADD (.*?) /", sql))
     match = re.search(rf"CREATE ((?:GLOBAL TEMPORARY )?)TABLE {name} \(", sql)
     assert match, name
     depth, start, items = 1, match.end(), []
@@ -140,7 +142,7 @@ def table_items(sql: str, name: str) -> tuple[str, set[str]]:
             start = position + 1
         if depth == 0:
             suffix = sql[position + 1 : position + 24].split("/")[0].strip()
-            return match.group(1) + suffix, set(items)
+            return match.group(1) + suffix, set(items) | added
     raise AssertionError(f"unbalanced DDL for {name}")
 
 

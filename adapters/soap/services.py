@@ -23,7 +23,10 @@ WSDL_SOAP11 = "http://schemas.xmlsoap.org/wsdl/soap/"
 XSD = "http://www.w3.org/2001/XMLSchema"
 
 # Services whose WSDL describes what OpenHES itself answers. The Reply* WSDLs describe the
-# callers' side (where asynchronous replies are delivered); OpenHES does not serve them.
+# callers' side (where asynchronous replies are delivered) and ReceiveEndDeviceEvents the
+# receiving side of OpenHES's own pushes (an OMS serves it); OpenHES does not serve them.
+# SendMeterReadings and SendEndDeviceEvents take what other systems push in: their Created*
+# operations ingest readings and store meter events (the router's created routes).
 DEFAULT_SERVICES: tuple[str, ...] = (
     "GetMeterReadings",
     "ExecuteEndDeviceControls",
@@ -31,7 +34,6 @@ DEFAULT_SERVICES: tuple[str, ...] = (
     "ExecuteMeterReadSchedule",
     "SendMeterReadings",
     "SendEndDeviceEvents",
-    "ReceiveEndDeviceEvents",
 )
 GENERIC = "Generic"
 GENERIC_ACTION_BASE = ns.MESSAGE + "/"

@@ -51,6 +51,9 @@ class Context:
     source: str = "OpenHES"
     warnings: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+    #: Set for deferred work (an asynchronous request's, after its acknowledgement): its
+    #: blocking steps take turns through this lane (see :func:`run_blocking`).
+    lane: asyncio.Semaphore | None = None
 
     @property
     def header(self) -> Header:
@@ -89,15 +92,40 @@ class Context:
     async def run_blocking(
         self, function: Callable[..., Any], *args: Any, small: bool = False, **kwargs: Any
     ) -> Any:
-        """Database work off the event loop (in a worker thread), so other requests keep
-        being served meanwhile. Run here instead when the store's connection cannot be used
-        from another thread while this loop uses it (see :func:`threads_allowed`), and for
-        ``small`` work (the caller expects a few thousand rows at most) on an embedded
-        SQLite store: that is CPU work of this process, which a thread would not overlap
-        with anything, and the hand-off to a thread and back costs more CPU than it takes."""
-        if not threads_allowed(self.store) or (small and self.store.dialect == "sqlite"):
+        """Database work off the event loop (see :func:`run_blocking`)."""
+        return await run_blocking(
+            self.store, function, *args, small=small, lane=self.lane, **kwargs
+        )
+
+
+async def run_blocking(
+    store: Store,
+    function: Callable[..., Any],
+    *args: Any,
+    small: bool = False,
+    lane: asyncio.Semaphore | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Database work off the event loop (in a worker thread), so other requests keep being
+    served meanwhile. Run here instead when the store's connection cannot be used from
+    another thread while this loop uses it (see :func:`threads_allowed`), and for ``small``
+    work (the caller expects a few thousand rows at most) on an embedded SQLite store: that
+    is CPU work of this process, which a thread would not overlap with anything, and the
+    hand-off to a thread and back costs more CPU than it takes.
+
+    ``lane``: deferred work (an asynchronous request's, whose caller has its
+    acknowledgement) on an embedded SQLite store runs here too, one step at a time per lane
+    and each only after what was already waiting on the loop, so acknowledgements and
+    synchronous requests go first. In threads it would cost more CPU (GIL hand-offs, and
+    writers of one process queueing on SQLite's write lock with its sleeping busy handler):
+    measured 5.4 instead of 3.7 ms of CPU per asynchronous control request."""
+    if lane is not None and store.dialect == "sqlite":
+        async with lane:
+            await asyncio.sleep(0)  # what is ready on the loop runs before this step
             return function(*args, **kwargs)
-        return await asyncio.to_thread(function, *args, **kwargs)
+    if not threads_allowed(store) or (small and store.dialect == "sqlite"):
+        return function(*args, **kwargs)
+    return await asyncio.to_thread(function, *args, **kwargs)
 
 
 def threads_allowed(store: Store) -> bool:
@@ -306,6 +334,7 @@ __all__ = [
     "device_error",
     "device_note",
     "resolve_devices",
+    "run_blocking",
     "threads_allowed",
     "window",
 ]

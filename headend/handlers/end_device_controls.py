@@ -96,8 +96,13 @@ async def create_end_device_controls(ctx: Context) -> Outcome:
 async def _one_control(
     ctx: Context, index: int, control: EndDeviceControl, outcome: Outcome
 ) -> None:
-    found = resolve_devices(
-        ctx.store, control.end_devices, control.end_device_groups, control.usage_points
+    found = await ctx.run_blocking(
+        resolve_devices,
+        ctx.store,
+        control.end_devices,
+        control.end_device_groups,
+        control.usage_points,
+        small=True,
     )
     outcome.errors.extend(found.errors)
     if not (control.end_devices or control.end_device_groups or control.usage_points):
@@ -116,7 +121,15 @@ async def _one_control(
     except CimError as error:
         for mrid in found.mrids:
             outcome.errors.append(device_error(mrid, error.error, error.reason))
-            _audit(ctx, mrid, control.control_type, f"refused: {error.code} {error.reason}", None)
+            await ctx.run_blocking(
+                _audit,
+                ctx,
+                mrid,
+                control.control_type,
+                f"refused: {error.code} {error.reason}",
+                None,
+                small=True,
+            )
         return
     if not found.mrids:
         return
@@ -134,7 +147,9 @@ async def _one_control(
             outcome.succeeded += 1
         else:
             outcome.errors.append(entry)
-        _audit(ctx, mrid, action.value, _outcome_text(entry), result.job_id)
+        await ctx.run_blocking(
+            _audit, ctx, mrid, action.value, _outcome_text(entry), result.job_id, small=True
+        )
 
 
 def _check_timing(control: EndDeviceControl) -> None:

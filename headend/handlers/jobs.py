@@ -7,7 +7,9 @@ so the same request run again (a duplicate that slipped past the message log, a 
 after a restart) finds the job it created before instead of creating another; the head-end
 derives each task's key from it and the device. The job's name carries the request's
 correlation (``<Noun> <CorrelationID or MessageID>``), so a job seen in the job list or in
-a head-end event can be traced to the request that made it.
+a head-end event can be traced to the request that made it; the job also keeps that
+correlation (:func:`job_correlation`) and its events carry it into the EventMessages pushed
+for them (Header CorrelationID).
 """
 
 from __future__ import annotations
@@ -40,6 +42,25 @@ def job_name(ctx: Context, what: str) -> str:
     return (f"{what} {correlation}" if correlation else what)[:NAME_LENGTH]
 
 
+def job_correlation(ctx: Context) -> str | None:
+    """The job's correlation id: the request's CorrelationID, else its MessageID (as the
+    asynchronous reply is correlated); None without either or when longer than a job keeps
+    (a warning says so). The EventMessages pushed for the job's results carry it."""
+    from headend.schema import CORRELATION_ID_LENGTH
+
+    header = ctx.header
+    correlation = header.correlation_id or header.message_id or None
+    if correlation is not None and len(correlation) > CORRELATION_ID_LENGTH:
+        warning = (
+            f"the CorrelationID is longer than {CORRELATION_ID_LENGTH} characters: the "
+            "EventMessages pushed for this request's results do not carry it"
+        )
+        if warning not in ctx.warnings:
+            ctx.warnings.append(warning)
+        return None
+    return correlation
+
+
 async def run_job(
     ctx: Context,
     command: commands.Command,
@@ -60,9 +81,10 @@ async def run_job(
         idempotency_key=ctx.idempotency_key(key),
         created_by=ctx.principal.name,
         partial=True,
+        correlation_id=job_correlation(ctx),
     )
     try:
-        created = ctx.headend.submit(request)
+        created = await ctx.run_blocking(ctx.headend.submit, request)  # writes, off the loop
     except JobRefused as refused:
         for problem in refused.problems:
             result.errors[problem.mrid] = device_error(problem.mrid, problem.code, problem.reason)
@@ -95,4 +117,4 @@ async def run_job(
     return result
 
 
-__all__ = ["FAILED_STATES", "JobResult", "job_name", "run_job"]
+__all__ = ["FAILED_STATES", "JobResult", "job_correlation", "job_name", "run_job"]

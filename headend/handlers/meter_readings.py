@@ -1,4 +1,5 @@
-"""MeterReadings: ``get`` (a GetMeterReadings request) and ``create`` (readings pushed in).
+"""MeterReadings: ``get`` (a GetMeterReadings request) and ``create`` (readings pushed in;
+the EventMessage ``created`` MeterReadings another system sends is taken the same way).
 
 **get.** The devices (EndDevice by mRID or name, EndDeviceGroup by name, UsagePoint by mRID
 or name) x the ReadingTypes asked for (all the store holds for them in the window when none
@@ -290,7 +291,8 @@ async def create_meter_readings(ctx: Context) -> Outcome:
     document = payload.document if payload is not None else None
     if not isinstance(document, MeterReadings):
         raise CimError(
-            ErrorCode.MISSING_PAYLOAD, "create MeterReadings needs a MeterReadings payload"
+            ErrorCode.MISSING_PAYLOAD,
+            f"{ctx.header.verb} MeterReadings needs a MeterReadings payload",
         )
     if not document.meter_readings:
         raise CimError(ErrorCode.MISSING_ELEMENT, "the MeterReadings payload is empty")
