@@ -165,6 +165,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "adapters.cli_jobs",
     "adapters.cli_serve",
     "adapters.cli_export",
+    "adapters.cli_debug",
 )
 
 

@@ -45,7 +45,7 @@ from adapters.cli_support import (
 ENV_BROKER = "OPENHES_BROKER_URL"
 ENV_NAMESPACE = "OPENHES_BROKER_NAMESPACE"
 CONTROLS = ("connect", "disconnect", "arm", "clock_sync")
-READS = ("registers", "profile", "events")
+READS = ("registers", "profile", "events", "full")
 
 
 def _guard(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -67,8 +67,16 @@ def _guard(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.N
                 also = f" (also {'; '.join(more)})" if more else ""
                 raise CliError(f"[{exc.code.code}] {exc.reason}{also}") from None
             except TimeoutError:  # an OSError: before guarded() sees it
+                if _memory(args):
+                    raise CliError(
+                        "timed out waiting for the job; with the memory:// broker its "
+                        "unfinished tasks stop with this command and stay open until "
+                        "`openhes serve` on this database starts and runs them (see "
+                        "`openhes jobs show`)"
+                    ) from None
                 raise CliError(
-                    "timed out waiting for the job (it goes on; see `openhes jobs show`)"
+                    "timed out waiting for the job (the workers go on with it; see "
+                    "`openhes jobs show`)"
                 ) from None
 
         return guarded(command_name(args), body, refused=(JobNotFound,))
@@ -151,10 +159,17 @@ def _targets(parser: argparse.ArgumentParser) -> None:
 
 def _action(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--read", choices=READS, help="what to read")
+    group.add_argument(
+        "--read",
+        choices=READS,
+        help="what to read (full: the load profile and the registers in one session)",
+    )
     group.add_argument("--control", choices=CONTROLS, help="the control to carry out")
     parser.add_argument(
-        "--obis", action="append", metavar="OBIS[,OBIS...]", help="registers to read"
+        "--obis",
+        action="append",
+        metavar="OBIS[,OBIS...]",
+        help="registers to read (--read registers or full; default: the energy registers)",
     )
 
 
@@ -169,10 +184,17 @@ def _broker(parser: argparse.ArgumentParser) -> None:
         "or openhes)",
     )
     parser.add_argument(
-        "--timeout", type=float, default=600.0, help="seconds to wait for the job (default 600)"
+        "--timeout",
+        type=float,
+        default=600.0,
+        help="seconds to wait for the job (default 600; with memory:// its unfinished tasks "
+        "then wait for `openhes serve` on the same database)",
     )
     parser.add_argument(
-        "--no-wait", action="store_true", help="print the job id and return at once"
+        "--no-wait",
+        action="store_true",
+        help="print the job id and return at once (needs an amqp:// broker: with memory:// "
+        "nothing would run the tasks)",
     )
     parser.add_argument(
         "--concurrency",
@@ -210,7 +232,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         "--window",
         choices=("none", "yesterday"),
         default="none",
-        help="data window of a profile or events read (default: the last day)",
+        help="data window of a profile, events or full read (default: the last day)",
     )
     run.add_argument("--zone", type=_zone, default="UTC", help="time zone of --window")
     run.add_argument("--priority", type=int, default=None, help="lower runs first")
@@ -247,7 +269,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
         "--window",
         choices=("none", "yesterday", "since_last_success"),
         default="none",
-        help="data window of each firing (profile and events reads)",
+        help="data window of each firing (profile, events and full reads)",
     )
     add.add_argument("--priority", type=int, default=None, help="lower runs first")
     add.add_argument("--disabled", action="store_true", help="create it switched off")
@@ -393,7 +415,7 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
         ("attempt", durations.attempt_time),
     ):
         print(
-            f"{label:<10}p50 {_seconds(p.p50)}  p95 {_seconds(p.p95)}  "
+            f"{label:<11}p50 {_seconds(p.p50)}  p95 {_seconds(p.p95)}  "
             f"max {_seconds(p.max)}  (n={p.count})"
         )
     print(
@@ -441,8 +463,8 @@ def _action_of(args: argparse.Namespace) -> Any:
     from headend.job_actions import Action
 
     obis = _mrids(args.obis)
-    if obis and args.read != "registers":
-        raise CliError("--obis goes with --read registers", EXIT_USAGE)
+    if obis and args.read not in ("registers", "full"):
+        raise CliError("--obis goes with --read registers or --read full", EXIT_USAGE)
     if args.control is not None:
         return Action(control=args.control)
     return Action(read=args.read, obis=obis)
@@ -455,7 +477,7 @@ def cmd_jobs_run(args: argparse.Namespace) -> int:
 
     action = _action_of(args)
     if args.window != "none" and not action.uses_window:
-        raise CliError("--window goes with --read profile or --read events", EXIT_USAGE)
+        raise CliError("--window goes with --read profile, events or full", EXIT_USAGE)
     now = datetime.now(UTC)
     window = _window(args, now)
     request = JobRequest(
@@ -480,16 +502,30 @@ def cmd_jobs_rerun(args: argparse.Namespace) -> int:
     return asyncio.run(_submit_and_watch(args, rerun))
 
 
+def _broker_url(args: argparse.Namespace) -> str:
+    return str(args.broker or os.environ.get(ENV_BROKER) or "memory://")
+
+
+def _memory(args: argparse.Namespace) -> bool:
+    return _broker_url(args).split("://", 1)[0].lower() == "memory"
+
+
 async def _submit_and_watch(args: argparse.Namespace, make: Callable[[Any], Any]) -> int:
     from drivers.dlms import DlmsDriver
     from headend import monitor
     from headend.service import HeadEnd
     from headend.taskbus import TaskBus
 
+    if args.no_wait and _memory(args):
+        raise CliError(
+            "--no-wait needs a broker that `openhes worker` or `openhes serve` share "
+            "(--broker amqp://...): with memory:// the tasks run inside this command only",
+            EXIT_USAGE,
+        )
     store = _open_store(args)
     try:
         bus = TaskBus.from_url(
-            args.broker or os.environ.get(ENV_BROKER) or "memory://",
+            _broker_url(args),
             namespace=args.namespace or os.environ.get(ENV_NAMESPACE) or "openhes",
         )
     except ValueError as exc:

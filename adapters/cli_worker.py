@@ -1,7 +1,12 @@
 """``openhes worker``: one worker process taking tasks from the broker and running them on
 meters with the DLMS driver. Start as many as the meters need, on as many machines; they
 share every job. SIGTERM or SIGINT stops it cleanly: no new tasks, the running ones finish
-(``--grace`` seconds), the rest go back to the queue for the other workers."""
+(``--grace`` seconds), the rest go back to the queue for the other workers.
+
+It reads the settings `openhes serve` reads (``--config``, ``$OPENHES_CONFIG``, ``OPENHES_*``):
+the database and broker, ``worker.concurrency`` and the job engine's ``engine.*``,
+``retry.*`` and ``paths.*`` (the path limits hold per worker process: N workers may open N
+times ``paths.max_sessions`` sessions on one path)."""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import contextlib
 import logging
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from adapters.cli_support import (
     DATABASE_HELP,
@@ -22,6 +28,11 @@ from adapters.cli_support import (
     positive_int,
     reach_broker,
 )
+
+if TYPE_CHECKING:
+    from adapters.config import Setting
+    from headend.engine import EngineConfig
+    from headend.throttle import Limits
 
 PROG = "openhes worker"
 ENV_BROKER = "OPENHES_BROKER_URL"
@@ -39,11 +50,20 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _worker_settings() -> list[Setting]:
+    from adapters.config import SETTINGS
+
+    wanted = ("database.", "broker.", "worker.concurrency", "engine.", "retry.", "paths.")
+    return [s for s in SETTINGS if s.key.startswith(wanted)]
+
+
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     worker = commands.add_parser(
         "worker",
         help="run tasks from the broker on the meters (scale out: one per process)",
         description=__doc__,
+        epilog="settings read (path limits apply per worker process): "
+        + ", ".join(f"{s.key} (${s.env})" for s in _worker_settings()),
     )
     worker.add_argument(
         "--config",
@@ -94,10 +114,11 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from adapters.config import ConfigError, load_settings
+    from adapters.config import ConfigError, engine_options, load_settings
 
     try:
         settings = load_settings(args.config)
+        config, limits = engine_options(settings)
     except ConfigError as exc:
         return fail(PROG, str(exc), EXIT_CANNOT_RUN)
     configured = settings.sources["broker.url"] != "default"
@@ -132,6 +153,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
             grace=args.grace,
             counters=args.counters,
             name=args.name,
+            config=config,
+            limits=limits,
         )
     )
 
@@ -146,9 +169,15 @@ async def run_worker(
     grace: float,
     counters: Path | None,
     name: str | None,
+    config: EngineConfig | None = None,
+    limits: Limits | None = None,
 ) -> int:
+    """One worker until SIGINT/SIGTERM. ``config`` and ``limits``: the engine settings and
+    the limits of each path (:func:`adapters.config.engine_options`; default: the engine's
+    defaults)."""
     from drivers.dlms import DlmsDriver, SqliteCounterStore
     from headend.taskbus import TaskBus
+    from headend.throttle import Throttles
     from headend.worker import Worker
 
     try:
@@ -175,13 +204,20 @@ async def run_worker(
         prefetch=prefetch,
         grace=grace,
         worker_name=name,
+        config=config,
+        throttles=Throttles(limits),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    print(f"openhes worker {worker.name}: {bus}, concurrency {concurrency}", flush=True)
+    print(
+        f"openhes worker {worker.name}: {bus}, concurrency {concurrency}, "
+        f"path limits {worker.throttles.default.max_sessions} sessions and "
+        f"{worker.throttles.default.connections_per_s:g} connections/s per path",
+        flush=True,
+    )
     try:
         await worker.run(stop)
     finally:

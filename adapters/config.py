@@ -4,8 +4,9 @@ variables ``OPENHES_*``, each later source overriding the earlier.
 
 Every setting is declared once in :data:`SETTINGS` (its TOML key, environment variable, type,
 default and meaning), so ``openhes serve --help`` and docs/configuration.md list exactly
-what is read. Subscriptions (push endpoints) come from the TOML file only, as a list of
-tables::
+what is read. Subscriptions (push endpoints) are configured in the TOML file (no environment
+variable holds them; the ``subscriptions`` table managed by ``openhes subscriptions`` is their
+other source), as a list of tables::
 
     [[subscriptions]]
     name = "mdm"
@@ -14,6 +15,8 @@ tables::
     verbs = ["created"]                # optional: every verb when left out
 
 A value that does not parse is refused with one line naming the setting and its source.
+:func:`engine_options` turns the ``engine.*``, ``retry.*`` and ``paths.*`` settings into the
+job engine's configuration for a worker.
 """
 
 from __future__ import annotations
@@ -23,7 +26,11 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from headend.engine import EngineConfig
+    from headend.throttle import Limits
 
 ENV_CONFIG = "OPENHES_CONFIG"
 
@@ -39,6 +46,7 @@ class Setting:
     kind: type
     default: Any
     help: str
+    positive: bool = False  # the value must be more than 0 (a whole number: at least 1)
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -77,6 +85,63 @@ SETTINGS: tuple[Setting, ...] = (
         int,
         200,
         "meter sessions one worker holds open at once",
+    ),
+    Setting(
+        "paths.max_sessions",
+        "OPENHES_PATH_MAX_SESSIONS",
+        int,
+        100,
+        "sessions open at once on one communication path, per worker (each in-process worker "
+        "and each `openhes worker` process counts its own)",
+        positive=True,
+    ),
+    Setting(
+        "paths.connections_per_s",
+        "OPENHES_PATH_CONNECTIONS_PER_S",
+        float,
+        50.0,
+        "new connections per second on one communication path (burst: one second's worth), "
+        "per worker like paths.max_sessions",
+        positive=True,
+    ),
+    Setting(
+        "engine.task_timeout",
+        "OPENHES_TASK_TIMEOUT",
+        float,
+        120.0,
+        "seconds one attempt (associate, operation, release) may take before it fails as timeout",
+        positive=True,
+    ),
+    Setting(
+        "engine.urgent_reserve",
+        "OPENHES_URGENT_RESERVE",
+        int,
+        100,
+        "session slots of a worker only urgent tasks (controls, on-demand reads) may take "
+        "(at most a tenth of worker.concurrency)",
+    ),
+    Setting(
+        "retry.max_attempts",
+        "OPENHES_RETRY_MAX_ATTEMPTS",
+        int,
+        3,
+        "attempts of a task whose failures are retryable (timeouts, lost connections...)",
+        positive=True,
+    ),
+    Setting(
+        "retry.backoff_base",
+        "OPENHES_RETRY_BACKOFF_BASE",
+        float,
+        30.0,
+        "seconds before the second attempt (doubling each time, at most 3600, with jitter)",
+    ),
+    Setting(
+        "retry.failover_after",
+        "OPENHES_RETRY_FAILOVER_AFTER",
+        int,
+        2,
+        "failed attempts on the primary path before a meter's backup path is used",
+        positive=True,
     ),
     Setting(
         "soap.enabled",
@@ -280,14 +345,18 @@ def _convert(setting: Setting, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: {value!r} is not a whole number") from None
         if number < 0:
             raise ConfigError(f"{where}: {number} is negative")
+        if setting.positive and number < 1:
+            raise ConfigError(f"{where}: {number} is not at least 1")
         return number
     if kind is float:
         try:
             number = float(value) if not isinstance(value, bool) else None
         except ValueError:
             number = None
-        if number is None or number != number or number < 0:
+        if number is None or number != number or number < 0 or number == float("inf"):
             raise ConfigError(f"{where}: {value!r} is not a non-negative number")
+        if setting.positive and number == 0:
+            raise ConfigError(f"{where}: {number:g} is not more than 0")
         return number
     if not isinstance(value, str):
         raise ConfigError(f"{where}: {value!r} is not text")
@@ -371,6 +440,37 @@ def load_settings(
     return Settings(values, subscriptions, sources)
 
 
+def engine_options(settings: Settings) -> tuple[EngineConfig, Limits]:
+    """The job engine's configuration (``engine.*``, ``retry.*``) and the limits of each
+    communication path (``paths.*``) for a worker: ``openhes serve``'s in-process ones and
+    ``openhes worker``. Each worker builds its own :class:`headend.throttle.Throttles` from the
+    limits, so they hold per worker. ConfigError (one line) for a value the engine refuses."""
+    from headend.engine import EngineConfig
+    from headend.retry import RetryPolicy
+    from headend.throttle import Limits
+
+    def value(key: str) -> Any:
+        return _convert(_BY_KEY[key], settings[key], key)
+
+    # _convert checked every value (Settings.replace does not), so the engine's own
+    # checks below cannot fail.
+    retry = RetryPolicy(
+        max_attempts=value("retry.max_attempts"),
+        base=value("retry.backoff_base"),
+        failover_after=value("retry.failover_after"),
+    )
+    limits = Limits(
+        max_sessions=value("paths.max_sessions"),
+        connections_per_s=value("paths.connections_per_s"),
+    )
+    config = EngineConfig(
+        task_timeout=value("engine.task_timeout"),
+        urgent_reserve=value("engine.urgent_reserve"),
+        retry=retry,
+    )
+    return config, limits
+
+
 def settings_help() -> str:
     """The settings as a text table, for ``--help`` epilogs."""
     lines = ["settings (TOML key / environment variable, default):"]
@@ -400,6 +500,7 @@ __all__ = [
     "Setting",
     "Settings",
     "Subscription",
+    "engine_options",
     "load_settings",
     "settings_help",
     "settings_markdown",

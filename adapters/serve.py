@@ -10,7 +10,10 @@ serve`` runs and what ``openhes demo`` runs on the embedded default.
 - the router (``soap.sync_timeout``), which at start finishes the asynchronous requests a
   previous run accepted and did not answer (:meth:`headend.router.Router.resume`);
 - ``worker.in_process`` workers (:class:`headend.worker.Worker`, ``worker.concurrency``
-  sessions each, the DLMS driver) taking tasks from the bus;
+  sessions each, the DLMS driver, the engine settings ``engine.*``, ``retry.*`` and the
+  per-path limits ``paths.*``, each worker with its own throttles) taking tasks from the bus;
+  with ``memory://`` the tasks a previous run left open are published again first
+  (:meth:`Services._republish`);
 - the schedule runner (:class:`headend.schedules.ScheduleRunner`);
 - the ESB edge (:func:`adapters.esb.serve`) when ``esb.enabled``, the file drop
   (:class:`adapters.filedrop.FileDrop`) when ``filedrop.folder`` is set;
@@ -48,7 +51,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import uvicorn
 
-from adapters.config import ConfigError, Settings
+from adapters.config import ConfigError, Settings, engine_options
 
 if TYPE_CHECKING:
     from adapters.auth.authenticator import Authenticator
@@ -130,6 +133,10 @@ def check_settings(settings: Settings) -> None:
         if path and not Path(path).is_file():
             raise ServeError(f"{key}: no such file: {path}")
     soap_settings(settings)
+    try:
+        engine_options(settings)
+    except ConfigError as exc:
+        raise ServeError(str(exc)) from None
     folder = settings["filedrop.folder"]
     if folder and Path(folder).exists() and not Path(folder).is_dir():
         raise ServeError(f"filedrop.folder: {folder} is not a folder")
@@ -155,6 +162,7 @@ class Services:
     runner: ScheduleRunner | None = None
     filedrop: FileDrop | None = None
     resumed: int = 0
+    republished: int = 0  # open tasks of a previous run published again (memory:// only)
     url: str | None = None  # the SOAP base URL once served
     failed: asyncio.Event | None = None  # set when a background part died
     _stop: asyncio.Event | None = None
@@ -180,6 +188,8 @@ class Services:
         background = self.role in ("all", "background")
         if background:
             self._start_delivery()
+            if self.bus.memory:
+                self._republish()
             if self.settings["worker.in_process"]:
                 self._start_workers()
             from headend.schedules import ScheduleRunner
@@ -193,6 +203,17 @@ class Services:
             self.resumed = await self.router.resume()
             if self.resumed:
                 log.info("finished %d asynchronous requests of a previous run", self.resumed)
+
+    def _republish(self) -> None:
+        """With ``memory://`` the task bus lives and dies with this process: the tasks a
+        previous run left queued, running or waiting for a retry are in the database only.
+        Publish them again so this process's workers finish their jobs (a task finished
+        meanwhile is skipped by the worker). With an AMQP broker the durable queue still holds
+        them (and unacknowledged ones are redelivered): republishing there would deliver
+        each twice, so it is not done."""
+        self.republished = self.headend.republish()
+        if self.republished:
+            log.info("published again %d open tasks of a previous run", self.republished)
 
     def _start_delivery(self) -> None:
         from adapters.delivery import Delivery, DeliveryPolicy
@@ -214,7 +235,10 @@ class Services:
         self.headend.add_listener(self.notifier)
 
     def _start_workers(self) -> None:
+        from headend.throttle import Throttles
         from headend.worker import Worker
+
+        config, limits = engine_options(self.settings)
 
         if self.driver is None:
             from drivers.dlms import DlmsDriver
@@ -229,6 +253,8 @@ class Services:
                 concurrency=max(1, self.settings["worker.concurrency"]),
                 keyring=self.keyring,
                 grace=10.0,
+                config=config,
+                throttles=Throttles(limits),  # each worker its own: limits hold per worker
             )
             if self.settings["worker.in_process"] > 1:
                 worker.name = f"{worker.name}/{number + 1}"

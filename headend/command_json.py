@@ -142,6 +142,14 @@ def command_from_dict(data: Mapping[str, Any]) -> commands.Command:
         raise CodecError(f"{name}: {exc}") from None
 
 
+def type_prefix(cls: type[commands.Command]) -> str:
+    """How :func:`command_to_json` of a ``cls`` command begins (``{"type":"FullRead",``): a
+    query on stored commands matches their type with it (``LIKE prefix || '%'``)."""
+    if COMMAND_TYPES.get(cls.__name__) is not cls:
+        raise CodecError(f"{cls.__name__} is not a head-end command")
+    return json.dumps({"type": cls.__name__}, separators=(",", ":"))[:-1] + ","
+
+
 def command_to_json(command: commands.Command) -> str:
     return json.dumps(command_to_dict(command), separators=(",", ":"), allow_nan=False)
 

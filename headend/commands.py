@@ -128,6 +128,10 @@ class ReadEvents(Command):
         _window(self.start, self.end)
 
 
+#: The commands that read data from a meter: the read-success KPI counts their jobs.
+READ_COMMANDS: tuple[type[Command], ...] = (ReadRegisters, ReadIntervalData, FullRead, ReadEvents)
+
+
 class ControlAction(enum.StrEnum):
     DISCONNECT = "disconnect"
     CONNECT = "connect"
@@ -339,6 +343,7 @@ Result = (
 
 __all__ = [
     "ERROR_CODES",
+    "READ_COMMANDS",
     "AnyCommand",
     "Command",
     "CommandError",

@@ -7,6 +7,7 @@ The JSON forms::
     {"read": "registers", "obis": ["1.0.1.8.0.255", ...]}   # obis optional: energy registers
     {"read": "profile", "profile": null}                    # the meter's default load profile
     {"read": "events", "log": null}                         # the standard event log
+    {"read": "full", "obis": [...], "profile": null}        # profile and registers, one session
     {"control": "disconnect"}                               # connect, arm, clock_sync, ...
 """
 
@@ -20,7 +21,7 @@ from typing import Any
 from cim.errors import CimError, ErrorCode
 from headend import commands
 
-READS = ("registers", "profile", "events")
+READS = ("registers", "profile", "events", "full")
 DEFAULT_REGISTERS = ("1.0.1.8.0.255", "1.0.2.8.0.255")
 #: The window of a profile read when the job gives none: the last day up to now.
 DEFAULT_SPAN = timedelta(days=1)
@@ -34,7 +35,7 @@ def _refuse(reason: str) -> CimError:
 
 @dataclass(frozen=True, slots=True)
 class Action:
-    read: str | None = None  # registers | profile | events
+    read: str | None = None  # registers | profile | events | full (profile + registers)
     control: commands.ControlAction | None = None
     obis: tuple[str, ...] = ()
     profile: str | None = None
@@ -52,7 +53,7 @@ class Action:
                 known = ", ".join(a.value for a in commands.ControlAction)
                 raise _refuse(f"control {self.control!r} is not one of {known}") from None
         object.__setattr__(self, "obis", tuple(self.obis))
-        if self.read == "registers" and not self.obis:
+        if self.read in ("registers", "full") and not self.obis:
             object.__setattr__(self, "obis", DEFAULT_REGISTERS)
         if not all(isinstance(o, str) and o for o in self.obis):
             raise _refuse("obis must be a list of OBIS codes")
@@ -63,7 +64,7 @@ class Action:
 
     @property
     def uses_window(self) -> bool:
-        return self.read in ("profile", "events")
+        return self.read in ("profile", "events", "full")
 
     def describe(self) -> str:
         if self.control is not None:
@@ -76,11 +77,11 @@ class Action:
         if self.control is not None:
             return {"control": self.control.value}
         out: dict[str, Any] = {"read": self.read}
-        if self.read == "registers":
+        if self.read in ("registers", "full"):
             out["obis"] = list(self.obis)
-        elif self.read == "profile":
+        if self.read in ("profile", "full"):
             out["profile"] = self.profile
-        else:
+        if self.read == "events":
             out["log"] = self.log
         return out
 
@@ -125,7 +126,9 @@ class Action:
         idempotency_key: str | None = None,
     ) -> commands.Command:
         """The command for ``device``; reads of a profile or events cover ``window`` (a
-        profile without one: the last day before ``now``)."""
+        profile without one: the last day before ``now``). ``full`` is one
+        :class:`headend.commands.FullRead`: the profile over the window and the registers in
+        one session."""
         extra: dict[str, Any] = {}
         if idempotency_key is not None:
             extra["idempotency_key"] = idempotency_key
@@ -141,8 +144,17 @@ class Action:
                 )
             if window is None:
                 if now is None:
-                    raise _refuse("a profile read needs a window or the current time")
+                    raise _refuse(f"a {self.read} read needs a window or the current time")
                 window = (now - DEFAULT_SPAN, now)
+            if self.read == "full":
+                return commands.FullRead(
+                    device=device,
+                    start=window[0],
+                    end=window[1],
+                    obis=self.obis,
+                    profile=self.profile,
+                    **extra,
+                )
             return commands.ReadIntervalData(
                 device=device, start=window[0], end=window[1], profile=self.profile, **extra
             )

@@ -35,7 +35,12 @@ from headend.events import HeadEndEvent, JobFinished
 from headend.jobs import CommandOperation, JobError, JobKind, Priority
 from headend.keys import Keyring, MasterKeyError
 from headend.registry import SecurityProfile, _load
-from headend.schema import FINISHED_JOB_STATES, IDEMPOTENCY_KEY_LENGTH, meter_paths
+from headend.schema import (
+    CORRELATION_ID_LENGTH,
+    FINISHED_JOB_STATES,
+    IDEMPOTENCY_KEY_LENGTH,
+    meter_paths,
+)
 from headend.taskbus import TaskBus, TaskMessage
 from mdm.database import Store, reading
 from mdm.devices import group_members
@@ -69,6 +74,9 @@ class JobRequest:
     schedule_id: int | None = None
     partial: bool = False  # True: refused devices are reported, the job runs for the rest
     parameters: Mapping[str, Any] | None = None  # runtime parameters (data window...)
+    #: The CorrelationID of the CIM request the job is for (1..100 characters): stored with
+    #: the job, carried by its tasks' events and so into the EventMessages pushed for them.
+    correlation_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -173,12 +181,11 @@ class HeadEnd:
             priority = (
                 Priority.CONTROL if isinstance(command, commands.Control) else _KIND_PRIORITY[kind]
             )
-        name = request.name or _default_name(command, kind, request, mrids)
         return self._create(
             command,
             mrids,
             kind=kind,
-            name=name,
+            name=request.name,  # None: named after the meters it runs for (see _create)
             priority=int(priority),
             request=request,
             parent_id=None,
@@ -215,6 +222,7 @@ class HeadEnd:
             created_by=created_by,
             schedule_id=parent.schedule_id,
             partial=partial,
+            correlation_id=parent.correlation_id,
         )
         return self._create(
             parent.command,
@@ -231,7 +239,11 @@ class HeadEnd:
         """Cancel the job's tasks not started yet; running ones finish."""
         finished = jobstore.cancel_job(self.store, job_id)
         if finished is not None:
-            self._publish_event(JobFinished(finished.job_id, finished.state, finished.counts))
+            self._publish_event(
+                JobFinished(
+                    finished.job_id, finished.state, finished.counts, finished.correlation_id
+                )
+            )
         return self.view(job_id)
 
     def republish(self, job_id: str | None = None) -> int:
@@ -249,7 +261,7 @@ class HeadEnd:
         mrids: Sequence[str],
         *,
         kind: JobKind,
-        name: str,
+        name: str | None,
         priority: int,
         request: JobRequest,
         parent_id: str | None,
@@ -258,6 +270,8 @@ class HeadEnd:
         good, problems = self._check_devices(mrids)
         if problems and (not request.partial or not good):
             raise JobRefused(problems[0].code, _summary(problems, len(mrids)), problems)
+        if name is None:  # the meters it runs for: with ``partial``, not the refused ones
+            name = _default_name(command, kind, request, [mrid for _, mrid in good])
         try:
             created = jobstore.create_job(
                 self.store,
@@ -272,6 +286,7 @@ class HeadEnd:
                 schedule_id=request.schedule_id,
                 created_by=request.created_by,
                 deadline=request.deadline,
+                correlation_id=request.correlation_id,
             )
         except ValueError as exc:  # a parameter with no JSON form
             raise JobRefused(ErrorCode.BAD_VALUE, str(exc)) from None
@@ -572,6 +587,14 @@ def _check_request(request: JobRequest) -> commands.Command:
             raise JobRefused(
                 ErrorCode.BAD_DATETIME, f"the deadline {deadline.isoformat()} is in the past"
             )
+    correlation = request.correlation_id
+    if correlation is not None and (
+        not isinstance(correlation, str) or not 0 < len(correlation) <= CORRELATION_ID_LENGTH
+    ):
+        raise JobRefused(
+            ErrorCode.BAD_VALUE,
+            f"the correlation id must be 1..{CORRELATION_ID_LENGTH} characters",
+        )
     key = request.idempotency_key
     if key is not None and (not isinstance(key, str) or not 0 < len(key) <= IDEMPOTENCY_KEY_LENGTH):
         raise JobRefused(

@@ -7,7 +7,9 @@ reaches Python, so they hold for millions of attempts.
   of the mdm device). Only finished attempts count (an attempt still running has no outcome).
 - :func:`daily_kpis`: per local day of a zone, the communication success rate (successful
   attempts / attempts) and the read success rate (meters with a successful read task / meters
-  with a finished read task that day; reads are the jobs whose command is a Read* command);
+  with a finished read task that day; reads are the jobs whose command is one of
+  :data:`headend.commands.READ_COMMANDS`: ReadRegisters, ReadIntervalData, FullRead,
+  ReadEvents);
   with a ReadingType, also the interval completeness of :func:`mdm.kpi.read_success`.
 - :func:`silent_meters`: non-communicating meters, without a successful session in the last
   N days (or never), with the time of their last one.
@@ -29,11 +31,14 @@ from sqlalchemy import (
     exists,
     func,
     literal,
+    or_,
     select,
     union_all,
 )
 
 from cim.errors import CimError, ErrorCode
+from headend.command_json import type_prefix
+from headend.commands import READ_COMMANDS
 from headend.schema import jobs, task_attempts, tasks
 from headend.sql_seconds import seconds_between
 from mdm.database import Store, reading
@@ -42,8 +47,9 @@ from mdm.sqltypes import UtcDateTime
 
 GROUPINGS = ("meter", "path", "type")
 OK = "ok"
-#: The prefix of a read command's JSON in ``jobs.command`` (headend.command_json).
-READ_COMMAND_PREFIX = '{"type":"Read'
+#: How the JSON of each read command begins in ``jobs.command`` (headend.command_json): the
+#: read-success KPI matches the exact type names, not a name prefix.
+READ_COMMAND_PREFIXES = tuple(type_prefix(cls) for cls in READ_COMMANDS)
 MAX_DAYS = 400
 
 
@@ -287,7 +293,7 @@ def daily_kpis(
         .where(
             t.c.finished_at >= bounds[0],
             t.c.finished_at < bounds[-1],
-            jobs.c.command.like(READ_COMMAND_PREFIX + "%"),
+            or_(*(jobs.c.command.like(prefix + "%") for prefix in READ_COMMAND_PREFIXES)),
         )
         .group_by(d.c.day_index)
     )

@@ -129,3 +129,60 @@ def test_help_lists_every_setting():
 def test_docs_configuration_table_is_generated_from_the_declarations():
     text = DOC.read_text(encoding="utf-8")
     assert settings_markdown() in text, "regenerate: python -m adapters.config > table"
+
+
+def test_engine_settings_reach_the_engine(tmp_path):
+    from adapters.config import engine_options
+
+    path = write(
+        tmp_path,
+        "[paths]\nmax_sessions = 7\nconnections_per_s = 2.5\n"
+        "[engine]\ntask_timeout = 9\nurgent_reserve = 3\n"
+        "[retry]\nmax_attempts = 5\nbackoff_base = 1.5\nfailover_after = 4\n",
+    )
+    config, limits = engine_options(load_settings(path, environ={"OPENHES_TASK_TIMEOUT": "11"}))
+    assert (limits.max_sessions, limits.connections_per_s) == (7, 2.5)
+    assert (config.task_timeout, config.urgent_reserve) == (11.0, 3)
+    assert (config.retry.max_attempts, config.retry.base, config.retry.failover_after) == (
+        5,
+        1.5,
+        4,
+    )
+    config, limits = engine_options(load_settings(environ={}))
+    assert (limits.max_sessions, limits.connections_per_s, config.task_timeout) == (100, 50.0, 120)
+    assert (config.retry.max_attempts, config.retry.base, config.retry.failover_after) == (3, 30, 2)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("OPENHES_PATH_MAX_SESSIONS", "0", "OPENHES_PATH_MAX_SESSIONS: 0 is not at least 1"),
+        ("OPENHES_PATH_MAX_SESSIONS", "many", "is not a whole number"),
+        ("OPENHES_PATH_CONNECTIONS_PER_S", "0", "OPENHES_PATH_CONNECTIONS_PER_S: 0 is not more"),
+        ("OPENHES_PATH_CONNECTIONS_PER_S", "inf", "is not a non-negative number"),
+        ("OPENHES_TASK_TIMEOUT", "0", "OPENHES_TASK_TIMEOUT: 0 is not more than 0"),
+        ("OPENHES_TASK_TIMEOUT", "-5", "is not a non-negative number"),
+        ("OPENHES_URGENT_RESERVE", "-1", "OPENHES_URGENT_RESERVE: -1 is negative"),
+        ("OPENHES_RETRY_MAX_ATTEMPTS", "0", "OPENHES_RETRY_MAX_ATTEMPTS: 0 is not at least 1"),
+        ("OPENHES_RETRY_BACKOFF_BASE", "soon", "is not a non-negative number"),
+        ("OPENHES_RETRY_FAILOVER_AFTER", "0", "OPENHES_RETRY_FAILOVER_AFTER: 0 is not at least"),
+    ],
+)
+def test_bad_engine_settings_are_refused_by_name(variable, value, message):
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_settings(environ={variable: value})
+    assert "\n" not in str(caught.value)
+
+
+def test_engine_settings_changed_in_code_are_checked_too():
+    from adapters.config import engine_options
+
+    with pytest.raises(ConfigError, match=r"paths\.max_sessions: 0 is not at least 1"):
+        engine_options(load_settings(environ={}).replace(paths__max_sessions=0))
+    with pytest.raises(ConfigError, match=r"retry\.backoff_base: 'x' is not a non-negative"):
+        engine_options(load_settings(environ={}).replace(retry__backoff_base="x"))
+
+
+def test_bad_engine_settings_in_the_file_are_refused_by_name(tmp_path):
+    with pytest.raises(ConfigError, match=r"openhes.toml: retry.max_attempts: 0 is not at least"):
+        load_settings(write(tmp_path, "[retry]\nmax_attempts = 0\n"), environ={})

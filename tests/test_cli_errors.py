@@ -45,6 +45,7 @@ CASES: list[tuple[list[str], int, str]] = [
     (["worker"], CANNOT_RUN, "no broker"),
     (["worker", "--concurrency", "0"], CANNOT_RUN, "is not >= 1"),
     (["worker", "--config", "{tmp}/bad.toml"], CANNOT_RUN, "soap.port"),
+    (["worker", "--config", "{tmp}/bad-engine.toml"], CANNOT_RUN, "paths.max_sessions: 0"),
     (["worker", "--broker", DEAD_BROKER, "--database", MISSING], CANNOT_RUN, "cannot open"),
     (["worker", "--broker", DEAD_BROKER, "--database", "{db}"], CANNOT_RUN, "cannot reach"),
     # users
@@ -79,6 +80,11 @@ CASES: list[tuple[list[str], int, str]] = [
         CANNOT_RUN,
         "cannot reach the broker amqp://guest:***@127.0.0.1:1//",
     ),
+    (
+        ["jobs", "run", "--all", "--read", "full", "--no-wait", "--database", "{db}"],
+        CANNOT_RUN,
+        "--no-wait needs a broker",
+    ),
     (["jobs", "rerun-errors", "ghost", "--database", "{db}"], REFUSED, "no job 'ghost'"),
     (["jobs", "rerun-errors", "ghost", "--database", MISSING], CANNOT_RUN, "cannot open"),
     (["schedules", "list", "--database", MISSING], CANNOT_RUN, "cannot open the database"),
@@ -99,6 +105,14 @@ CASES: list[tuple[list[str], int, str]] = [
     (["export", "--meters", "NOPE", "--out", "{tmp}/x.xml", "--database", "{db}"], REFUSED,
      "no device 'NOPE'"),
     (["export", "--all", "--from", "yesterday", "--out", "x.xml"], CANNOT_RUN, "ISO 8601"),
+    # debug
+    (["debug", "on", "--meter", "GHOST", "--database", "{db}"], REFUSED, "no device 'GHOST'"),
+    (["debug", "on", "--job", "ghost", "--database", MISSING], CANNOT_RUN, "cannot open"),
+    (["debug", "off", "--meter", "GHOST", "--database", "{db}"], REFUSED, "was not on"),
+    (["debug", "list", "--database", MISSING], CANNOT_RUN, "cannot open the database"),
+    (["debug", "frames", "--limit", "5"], CANNOT_RUN, "required: --meter"),
+    (["debug", "frames", "--meter", "M", "--job", "ghost", "--database", "{db}"], REFUSED,
+     "no job 'ghost'"),
     # serve
     (["serve", "--config", "{tmp}/none.toml"], CANNOT_RUN, "cannot read the configuration"),
     (["serve", "--config", "{tmp}/bad.toml"], CANNOT_RUN, "soap.port"),
@@ -130,6 +144,7 @@ def place(tmp_path: Path, template: Path, monkeypatch: pytest.MonkeyPatch) -> di
     (tmp_path / "a-file.txt").write_text("not a folder\n")
     (tmp_path / "bad.json").write_text("{this is not JSON nor XML\n")
     (tmp_path / "bad.toml").write_text("[soap]\nport = 'eighty'\n")
+    (tmp_path / "bad-engine.toml").write_text("[paths]\nmax_sessions = 0\n")
     (tmp_path / "missing-db.toml").write_text(
         f'[database]\nurl = "{MISSING.format(tmp=tmp_path)}"\n[soap]\nport = 0\n'
     )

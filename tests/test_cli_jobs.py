@@ -85,7 +85,8 @@ def test_run_show_list_and_stats(db, fleet, capsys):
     )
     assert status == 0
     assert f"job       {job_id}" in out and "progress  3/3 (100.0%), success 100.0%" in out
-    assert "queue wait" in out and "traffic   3 attempts" in out
+    assert "queue wait p50 " in out and "run time   p50 " in out
+    assert "traffic   3 attempts" in out
     for mrid in mrids(fleet):
         assert f"  {mrid} #1 " in out and " ok" in out
 
@@ -144,8 +145,57 @@ def test_a_failing_job_and_its_rerun(db, fleet, capsys):
     assert group["failures"] == 2 and group["by_cause"] == {"object_not_found": 2}
 
 
-def test_no_wait_prints_the_job(db, fleet, capsys):
-    status, out, _ = cli(
+def test_a_full_read_is_one_session_and_counts_as_a_read(db, fleet, capsys):
+    first = mrids(fleet)[0]
+    status, out, err = cli(
+        capsys,
+        "jobs",
+        "run",
+        "--meters",
+        first,
+        "--read",
+        "full",
+        "--obis",
+        "1.0.1.8.0.255",
+        "--json",
+        "--database",
+        db,
+    )
+    assert status == 0, err
+    data = json.loads(out)
+    assert data["state"] == "completed" and data["name"] == f"FullRead {first}"
+    status, out, _ = cli(capsys, "jobs", "show", data["id"], "--json", "--database", db)
+    assert json.loads(out)["durations"]["attempts"] == 1  # profile and registers, one session
+    status, out, _ = cli(capsys, "stats", "--json", "--days", "1", "--database", db)
+    day = json.loads(out)["days"][-1]
+    assert (day["meters"], day["meters_read"], day["read_success_rate"]) == (1, 1, 1.0)
+    status, out, err = cli(
+        capsys,
+        "schedules",
+        "add",
+        "daily-full",
+        "--rule",
+        "0 3 * * *",
+        "--all",
+        "--read",
+        "full",
+        "--window",
+        "yesterday",
+        "--json",
+        "--database",
+        db,
+    )
+    assert status == 0, err
+    assert json.loads(out)["action"] == {
+        "read": "full",
+        "obis": ["1.0.1.8.0.255", "1.0.2.8.0.255"],
+        "profile": None,
+    }
+
+
+def test_no_wait_is_refused_on_memory(db, fleet, capsys):
+    """With memory:// the tasks live in the CLI process: --no-wait would leave them to nobody."""
+    status, out, err = cli(
         capsys,
         "jobs",
         "run",
@@ -157,9 +207,20 @@ def test_no_wait_prints_the_job(db, fleet, capsys):
         "--database",
         db,
     )
-    assert status == 0 and len(out.strip()) == 32
-    status, out, _ = cli(capsys, "jobs", "show", out.strip(), "--database", db)
-    assert "state     queued" in out
+    assert status == 2 and out == ""
+    assert len(err.splitlines()) == 1 and "--no-wait needs a broker" in err, err
+    status, out, _ = cli(capsys, "jobs", "list", "--database", db)
+    assert out.strip() == "no jobs"  # nothing was created
+
+
+def test_a_timeout_on_memory_says_what_becomes_of_the_job(db, fleet, capsys):
+    status, _, err = cli(
+        capsys, "jobs", "run", "--all", "--read", "registers", "--timeout", "0", "--database", db
+    )
+    assert status == 1
+    (line,) = err.strip().splitlines()[-1:]
+    assert line.startswith("openhes jobs run: timed out waiting for the job; with the memory://")
+    assert "until `openhes serve` on this database starts" in line and "goes on" not in line
 
 
 def test_schedules(db, fleet, capsys):
@@ -311,7 +372,7 @@ def test_schedules(db, fleet, capsys):
         (
             ["jobs", "run", "--all", "--read", "profile", "--obis", "1.0.1.8.0.255"],
             2,
-            "--obis goes with --read registers",
+            "--obis goes with --read registers or --read full",
         ),
         (
             ["jobs", "run", "--all", "--read", "registers", "--window", "yesterday"],

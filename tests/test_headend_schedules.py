@@ -205,6 +205,28 @@ def test_action_json_round_trip_and_commands():
         PROFILE.command("M1", (NOW, NOW))
 
 
+def test_a_full_read_action_is_one_full_read_command():
+    from headend.commands import FullRead
+
+    full = Action(read="full")
+    assert full.uses_window and full.describe() == "read full"
+    assert full.to_dict() == {"read": "full", "obis": list(DEFAULT_REGISTERS), "profile": None}
+    again = Action.from_json(Action(read="full", obis=("1.0.1.8.0.255",)).to_json())
+    assert again == Action(read="full", obis=("1.0.1.8.0.255",))
+    window = (NOW - timedelta(hours=1), NOW)
+    command = full.command("M1", window)
+    assert isinstance(command, FullRead)
+    assert (command.device, command.start, command.end) == ("M1", *window)
+    assert command.obis == DEFAULT_REGISTERS
+    assert full.command("M1", now=NOW).start == NOW - timedelta(days=1)
+    with pytest.raises(CimError, match="a full read needs a window or the current time"):
+        full.command("M1")
+    with pytest.raises(CimError, match="start must be before"):
+        full.command("M1", (NOW, NOW))
+    with pytest.raises(CimError, match="obis must be a list"):
+        Action(read="full", obis=("",))
+
+
 # --- life cycle ---------------------------------------------------------------------------
 
 

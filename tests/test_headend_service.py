@@ -210,8 +210,12 @@ def test_partial_runs_the_good_meters_and_reports_the_rest(lite, bus):
         ("GHOST", ErrorCode.UNKNOWN_DEVICE),
         ("NOPATH", ErrorCode.DEVICE_UNREACHABLE),
     ]
-    assert [t.mrid for t in lite.view(created.job_id).tasks] == ["M1", "M2"]
+    view = lite.view(created.job_id)
+    assert [t.mrid for t in view.tasks] == ["M1", "M2"]
+    assert view.name == "ReadRegisters (2 meters)"  # the meters run, not the 4 asked for
     assert bus.pending_tasks() == 2
+    one = lite.submit(JobRequest(read(), devices=["GHOST", "M1"], partial=True))
+    assert lite.view(one.job_id).name == "ReadRegisters M1"
     refused = _refused(
         lite, JobRequest(read(), devices=["GHOST"], partial=True), ErrorCode.UNKNOWN_DEVICE
     )

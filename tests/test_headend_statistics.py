@@ -262,3 +262,52 @@ def test_every_statement_of_the_operations_modules_compiles_for_oracle(comm_db):
     assert "FETCH FIRST" in text  # percentiles and pruning by rank
     for table in ("comm_frames", "comm_debug", "schedules"):
         assert f"INSERT INTO {table}" in text
+
+
+def test_read_success_counts_every_read_command_and_nothing_else(comm_db):
+    """Reads are the jobs whose command type is one of READ_COMMANDS, matched by exact type
+    name: a FullRead job counts, a Ping does not, nor a type that only starts like a read."""
+    from datetime import UTC, datetime
+
+    from headend import commands
+    from headend.command_json import command_to_json
+
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    full = command_to_json(
+        commands.FullRead(device="*", start=start, end=T0, obis=("1.0.1.8.0.255",))
+    )
+    ping = command_to_json(commands.Ping(device="*"))
+    lookalike = '{"type":"ReadRegistersLater","device":"*"}'
+    day3 = 2 * DAY
+    with comm_db.begin() as conn:
+        for job_id, command, mrid, state in (
+            ("f" * 32, full, "M1", "succeeded"),
+            ("e" * 32, full, "M3", "failed"),
+            ("d" * 32, ping, "M2", "succeeded"),
+            ("c" * 32, lookalike, "M4", "succeeded"),
+        ):
+            add_job(conn, job_id, command=command, total=1)
+            add_task(conn, job_id, mrid, state, started=at(day3), finished=at(day3 + 5))
+    (kpi,) = statistics.daily_kpis(comm_db, date(2026, 3, 4), date(2026, 3, 4))
+    assert (kpi.meters, kpi.meters_read) == (2, 1)  # M1 and M3 by FullRead; M1 read
+
+
+def test_each_read_type_prefix_is_how_its_json_begins():
+    from datetime import UTC, datetime
+
+    from headend import commands
+    from headend.command_json import CodecError, command_to_json, type_prefix
+
+    start, end = datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 2, tzinfo=UTC)
+    samples = {
+        commands.ReadRegisters: commands.ReadRegisters(device="m", obis=("1.0.1.8.0.255",)),
+        commands.ReadIntervalData: commands.ReadIntervalData(device="m", start=start, end=end),
+        commands.FullRead: commands.FullRead(device="m", start=start, end=end, obis=("x",)),
+        commands.ReadEvents: commands.ReadEvents(device="m"),
+    }
+    assert set(samples) == set(commands.READ_COMMANDS)
+    for cls, command in samples.items():
+        assert command_to_json(command).startswith(type_prefix(cls))
+        assert "%" not in type_prefix(cls) and "_" not in type_prefix(cls)  # LIKE wildcards
+    with pytest.raises(CodecError, match="is not a head-end command"):
+        type_prefix(commands.Command)

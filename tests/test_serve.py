@@ -20,7 +20,14 @@ from lxml import etree
 
 from adapters.cli import main
 from adapters.config import load_settings
-from adapters.serve import ServeError, build_services, check_settings, hidden_url, serve
+from adapters.serve import (
+    ServeError,
+    build_services,
+    check_settings,
+    hidden_url,
+    running,
+    serve,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -179,3 +186,73 @@ def test_openhes_serve_process_stops_on_sigterm(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def test_a_restart_on_memory_runs_the_tasks_a_previous_run_left_open(tmp_path: Path) -> None:
+    """With memory:// the bus dies with the process: a job whose task was queued (published
+    to a bus that is gone) is finished by the next `openhes serve` on the same database."""
+    from worker_helpers import REGISTER, register_fake, submit
+
+    from drivers.fake import FakeDriver
+    from headend import commands, jobstore
+    from mdm.database import open_store
+
+    settings = settings_for(
+        tmp_path,
+        soap__enabled=False,
+        auth__required=False,
+        paths__max_sessions=3,
+        engine__task_timeout=7.0,
+        retry__max_attempts=4,
+    )
+    store = open_store(settings["database.url"])
+    try:
+        mrids = register_fake(store, 2)
+        job_id, _ = submit(store, None, commands.ReadRegisters(device="*", obis=(REGISTER,)), mrids)
+        assert len(jobstore.open_tasks(store, job_id)) == 2
+    finally:
+        store.close()
+    seen: dict[str, object] = {}
+
+    async def scenario() -> int:
+        stop = asyncio.Event()
+        ready = asyncio.Event()
+
+        def on_ready(services) -> None:
+            seen["services"] = services
+            ready.set()
+
+        task = asyncio.create_task(serve(settings, stop=stop, ready=on_ready, driver=FakeDriver()))
+        await asyncio.wait_for(ready.wait(), 30)
+        services = seen["services"]
+        view = await services.headend.wait(job_id, timeout=30)
+        seen["state"] = view.state
+        seen["republished"] = services.republished
+        worker = services.workers[0]
+        seen["engine"] = (
+            worker.throttles.default.max_sessions,
+            worker.config.task_timeout,
+            worker.config.retry.max_attempts,
+        )
+        stop.set()
+        return await asyncio.wait_for(task, 30)
+
+    assert asyncio.run(scenario()) == 0
+    assert seen["state"] == "completed"
+    assert seen["republished"] == 2
+    assert seen["engine"] == (3, 7.0, 4)  # the engine settings reach serve's workers
+
+
+def test_nothing_is_republished_when_nothing_is_open(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, soap__enabled=False, auth__required=False)
+
+    async def scenario() -> int:
+        async with running(settings) as services:
+            return services.republished
+
+    assert asyncio.run(scenario()) == 0
+
+
+def test_bad_engine_settings_stop_serve_with_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ServeError, match=r"paths\.connections_per_s: 0 is not more than 0"):
+        check_settings(settings_for(tmp_path, paths__connections_per_s=0))
