@@ -3,12 +3,20 @@ loopback, load from a separate process with 16 concurrent connections.
 
     python bench/soap.py            # 3 rounds of 10 s per scenario
     python bench/soap.py --quick    # 2 rounds of 4 s per scenario, well under a minute
+    python bench/soap.py --database postgresql://user@host/db   # PostgreSQL, not SQLite
+
+Database: by default a SQLite file in a temporary directory. With ``--database`` and a
+PostgreSQL URL, a fresh schema in that database (created, filled, and dropped at the end, even
+on failure); both server processes open that schema. SQLite has one write lock for the file,
+so with two server processes each control acknowledgement (its message-log insert) can wait
+behind the other process's writes; more than one process is documented to use PostgreSQL
+(README, "Scaling out").
 
 Scenarios, run in rounds (ceiling, get, control ack in each round) against the same server:
   ceiling   a bare endpoint in the same application that returns a fixed body: what the
             HTTP stack alone allows here
   get       GetMeterReadings (SOAP 1.1, the per-noun service) for one meter-day (96
-            15-minute readings) answered from a SQLite store filled first; the reply is
+            15-minute readings) answered from the store filled first; the reply is
             checked once before the run (Result OK, 96 readings)
   control   CreateEndDeviceControls with AsyncReplyFlag and a ReplyAddress, each request with
             its own MessageID: the router records the request and acknowledges at once (the
@@ -44,6 +52,8 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -68,7 +78,7 @@ ASYNC_TIMEOUT = 2.0
 # ---------------------------------------------------------------- the server process
 
 
-def build_app(db_url: str):
+def build_app(db_url: str, schema: str | None = None):
     """One server process's application: store, head-end (memory bus, no worker), outbox,
     router, the SOAP edge, and the ceiling endpoint."""
     from contextlib import asynccontextmanager
@@ -84,7 +94,7 @@ def build_app(db_url: str):
     from headend.taskbus import TaskBus
     from mdm.database import open_store
 
-    store = open_store(db_url, migrate=False)
+    store = open_store(db_url, schema=schema, migrate=False)
     bus = TaskBus.from_url("memory://")
     # No worker here: control jobs wait on the bus as they would for worker processes. The
     # background waits for them poll rarely, so pending jobs do not load the store.
@@ -114,7 +124,7 @@ def run_server(args: argparse.Namespace) -> None:
     from adapters.soap.settings import SoapSettings
 
     settings = SoapSettings(host="127.0.0.1", port=args.port, workers=args.workers)
-    serve(settings, lambda: build_app(args.db))
+    serve(settings, lambda: build_app(args.db, args.schema))
 
 
 # ---------------------------------------------------------------- preparing the store
@@ -126,14 +136,14 @@ def keyring():
     return Keyring(MasterKey(bytes(range(32))))  # a benchmark's throw-away store
 
 
-def fill_store(db_url: str, meters: int) -> None:
+def fill_store(db_url: str, meters: int, schema: str | None = None) -> None:
     from headend.registry import CommPath, MeterRecord, Registry, SecurityProfile
     from mdm.database import open_store
     from mdm.devices import Device
     from mdm.ingest import ingest
     from mdm.normalise import RawValue
 
-    store = open_store(db_url)
+    store = open_store(db_url, schema=schema)
     try:
         registry = Registry(store, keyring())
         registry.upsert(
@@ -513,29 +523,83 @@ def check_replies(base: str, get_body: bytes, control_body: bytes) -> None:
         raise SystemExit(f"CreateEndDeviceControls: HTTP {status}, Result {results}:\n{reply!r}")
 
 
-def unanswered(db_url: str) -> int:
-    """Asynchronous requests accepted and not answered yet (read from the store)."""
+UNANSWERED_SQL = "SELECT count(*) FROM router_messages WHERE async_reply AND state = 'accepted'"
+
+
+def unanswered(db_url: str, engine=None) -> int:
+    """Asynchronous requests accepted and not answered yet (read from the store): SQLite
+    read-only through sqlite3; PostgreSQL through ``engine`` (search_path on the schema)."""
+    if engine is not None:
+        from sqlalchemy import text
+
+        with engine.connect() as conn:
+            return int(conn.execute(text(UNANSWERED_SQL)).scalar_one())
     import sqlite3
 
     path = db_url.removeprefix("sqlite:///")
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as db:
-        row = db.execute(
-            "SELECT count(*) FROM router_messages WHERE async_reply AND state = 'accepted'"
-        ).fetchone()
+        row = db.execute(UNANSWERED_SQL).fetchone()
     return int(row[0])
 
 
-def wait_backlog(db_url: str, timeout: float = 300.0) -> float:
+def wait_backlog(db_url: str, schema: str | None = None, timeout: float = 300.0) -> float:
     """Seconds until every accepted asynchronous request is answered (its reply in the
     outbox)."""
+    engine = None
+    if schema is not None:
+        from mdm.database import create_store_engine
+
+        engine = create_store_engine(db_url, schema=schema, pool_size=1, max_overflow=0)
     started = time.perf_counter()
-    while time.perf_counter() - started < timeout:
-        if unanswered(db_url) == 0:
-            break
-        time.sleep(0.05)
-    else:
-        raise SystemExit(f"the control backlog did not drain in {timeout:g} s")
+    try:
+        while time.perf_counter() - started < timeout:
+            if unanswered(db_url, engine) == 0:
+                break
+            time.sleep(0.05)
+        else:
+            raise SystemExit(f"the control backlog did not drain in {timeout:g} s")
+    finally:
+        if engine is not None:
+            engine.dispose()
     return time.perf_counter() - started
+
+
+def database_kind(url: str | None) -> str:
+    """The kind of store: "sqlite" (no URL, or a SQLite one) or "postgresql"; others refused."""
+    if url is None:
+        return "sqlite"
+    from mdm.database import resolve_url
+
+    backend = resolve_url(url).get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise SystemExit(f"--database: {backend} is not supported here (sqlite, postgresql)")
+    return backend
+
+
+@contextmanager
+def bench_database(url: str | None, tmp: str) -> Iterator[tuple[str, str | None]]:
+    """(URL, schema) of an empty store for the run: a SQLite file in ``tmp`` by default (or
+    the SQLite URL given), or a fresh schema in the PostgreSQL database at ``url``, dropped
+    afterwards whatever happens."""
+    if database_kind(url) == "sqlite":
+        yield url or f"sqlite:///{tmp}/bench.sqlite3", None
+        return
+    from sqlalchemy import create_engine, text
+
+    from mdm.database import resolve_url
+
+    schema = f"bench_soap_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(resolve_url(url))
+    try:
+        with admin.begin() as conn:
+            conn.execute(text(f"CREATE SCHEMA {schema}"))
+        try:
+            yield url, schema
+        finally:
+            with admin.begin() as conn:
+                conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    finally:
+        admin.dispose()
 
 
 def main() -> None:
@@ -546,10 +610,17 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--python-load", action="store_true", help="do not use wrk")
+    parser.add_argument(
+        "--database",
+        metavar="URL",
+        help="store to use: a postgresql:// URL (a fresh schema, dropped afterwards); "
+        "default a SQLite file in a temporary directory",
+    )
     # internal: the server process and the fallback load client
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
+    parser.add_argument("--schema", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--host", help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
@@ -567,15 +638,18 @@ def main() -> None:
     rounds = args.rounds or (2 if args.quick else 3)
     seconds = args.seconds or (4.0 if args.quick else 10.0)
     use_wrk = shutil.which("wrk") is not None and not args.python_load
+    database = database_kind(args.database)
     load = run_wrk if use_wrk else run_python_load
     print(
         f"SOAP edge benchmark: {args.workers} server processes (gunicorn + uvicorn workers), "
         f"{args.connections} connections from {'wrk' if use_wrk else 'a Python client'}, "
-        f"{rounds} rounds of {seconds:g} s per scenario; medians"
+        f"{rounds} rounds of {seconds:g} s per scenario; {database} store; medians"
     )
-    with tempfile.TemporaryDirectory(prefix="openhes-bench-soap-") as tmp:
-        db_url = f"sqlite:///{tmp}/bench.sqlite3"
-        fill_store(db_url, meters=2)
+    with (
+        tempfile.TemporaryDirectory(prefix="openhes-bench-soap-") as tmp,
+        bench_database(args.database, tmp) as (db_url, schema),
+    ):
+        fill_store(db_url, meters=2, schema=schema)
         port = _free_port()
         base = f"http://127.0.0.1:{port}"
         server = subprocess.Popen(
@@ -585,6 +659,7 @@ def main() -> None:
                 "--serve",
                 "--db",
                 db_url,
+                *(["--schema", schema] if schema is not None else []),
                 "--port",
                 str(port),
                 "--workers",
@@ -643,7 +718,7 @@ def main() -> None:
                     connections=args.connections,
                     workdir=tmp,
                 )
-                control["drain_s"] = wait_backlog(db_url)
+                control["drain_s"] = wait_backlog(db_url, schema)
                 control["done_rps"] = control["requests"] / (seconds + control["drain_s"])
                 results["control"].append(control)
         finally:
@@ -695,12 +770,13 @@ def main() -> None:
         "errors": sum(r["errors"] for items in results.values() for r in items),
         "workers": args.workers,
         "connections": args.connections,
+        "database": database,
         "load": "wrk" if use_wrk else "python",
         "rounds": rounds,
         "seconds": seconds,
     }
     print(
-        f"get {get_rps:,.0f} req/s (target {GET_TARGET_RPS:,}), p99 {get_p99:.1f} ms (target "
+        f"{database}: get {get_rps:,.0f} req/s (target {GET_TARGET_RPS:,}), p99 {get_p99:.1f} ms (target "
         f"< {GET_TARGET_P99_MS:g}); control ack p99 {control_p99:.1f} ms (target < "
         f"{CONTROL_TARGET_P99_MS:g}); ceiling {out['ceiling_rps']:,} req/s"
     )
