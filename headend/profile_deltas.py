@@ -22,8 +22,7 @@ Pure: no database, no time zones (the caller resolves the meter's wall times fir
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -75,6 +74,39 @@ def difference(start: Capture, end: Capture) -> tuple[int, int]:
     return raw, scaler
 
 
+#: A capture or a delta as a plain tuple: (UTC instant, raw, scaler, unit, status). The
+#: head-end builds these per value (a tuple is far cheaper than a frozen dataclass).
+Point = tuple[datetime, int, int, str, int]
+
+
+def point_deltas(ordered: Sequence[Point], step: timedelta) -> tuple[list[Point], list[Reset]]:
+    """The deltas (as points stamped at the interval end) of one channel's captures, already
+    ordered by time (a stored previous capture first): the rules of the module docstring.
+    ``step`` must be positive."""
+    deltas: list[Point] = []
+    resets: list[Reset] = []
+    if not ordered:
+        return deltas, resets
+    append = deltas.append
+    start_at, start_raw, start_scaler, start_unit, _ = ordered[0]
+    for index in range(1, len(ordered)):
+        at, raw, scaler, unit, status = ordered[index]
+        if at - start_at == step and unit == start_unit:
+            if scaler == start_scaler:
+                diff, finer = raw - start_raw, scaler
+            else:
+                finer = min(start_scaler, scaler)
+                diff = raw * 10 ** (scaler - finer) - start_raw * 10 ** (start_scaler - finer)
+            if diff < 0:
+                resets.append(
+                    Reset(at, Decimal(start_raw).scaleb(start_scaler), Decimal(raw).scaleb(scaler))
+                )
+            else:
+                append((at, diff, finer, unit, status))
+        start_at, start_raw, start_scaler, start_unit = at, raw, scaler, unit
+    return deltas, resets
+
+
 def interval_deltas(
     captures: Iterable[Capture], step: timedelta, previous: Capture | None = None
 ) -> tuple[list[Delta], list[Reset]]:
@@ -88,17 +120,9 @@ def interval_deltas(
     ordered = sorted(captures, key=lambda c: c.at)
     if previous is not None and (not ordered or previous.at < ordered[0].at):
         ordered.insert(0, previous)
-    deltas: list[Delta] = []
-    resets: list[Reset] = []
-    for start, end in itertools.pairwise(ordered):
-        if end.at - start.at != step or end.unit != start.unit:
-            continue
-        raw, scaler = difference(start, end)
-        if raw < 0:
-            resets.append(Reset(end.at, start.value, end.value))
-            continue
-        deltas.append(Delta(end.at, raw, scaler, end.unit, end.status))
-    return deltas, resets
+    points = [(c.at, c.raw, c.scaler, c.unit, c.status) for c in ordered]
+    found, resets = point_deltas(points, step)
+    return [Delta(*point) for point in found], resets
 
 
-__all__ = ["Capture", "Delta", "Reset", "difference", "interval_deltas"]
+__all__ = ["Capture", "Delta", "Point", "Reset", "difference", "interval_deltas", "point_deltas"]

@@ -41,13 +41,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import operator
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Select, bindparam, select
 
 from cim.codelists.obis import is_cumulative_register, obis_to_reading_type
 from cim.codelists.readingtype import ReadingType
@@ -63,7 +64,7 @@ from headend.jobstore import (
     record_attempt_end,
     roll_up,
 )
-from headend.profile_deltas import Capture, Reset, interval_deltas
+from headend.profile_deltas import Capture, Point, Reset, point_deltas
 from mdm.database import Store, transaction
 from mdm.errors import MdmError
 from mdm.events import EndDeviceEvent, store_events
@@ -231,40 +232,10 @@ def raw_values(
     totals for the interval before each channel's first capture."""
     task = str(spec.task_id)
     mrid = spec.mrid
-    rows: list[RawValue] = []
-    append = rows.append
-    for value in result.registers:
-        time = value.capture_time or read_at
-        append(_raw(mrid, value, time, value.status, None, None, task))
-    interval = 0
-    if result.profile:
-        interval = interval_minutes(result.profile, spec.parameters)
-        for row in result.profile:
-            stamp, dst, row_status = row.timestamp, row.dst, row.status
-            for value in row.values.values():
-                status = value.status if value.status is not None else row_status
-                codes = _profile_codes(value.obis, interval)
-                append(
-                    RawValue(
-                        mrid,
-                        value.obis,
-                        stamp,
-                        value.raw,
-                        value.unit,
-                        value.scaler,
-                        status or 0,
-                        dst,
-                        interval,
-                        codes[0] if codes is not None else None,
-                        task,
-                    )
-                )
     unmapped: dict[str, str] = {}
     known: dict[tuple[str, int | None, str | None, str, int], bool] = {}
-    kept: list[RawValue] = []
-    cumulative: dict[str, tuple[str, str]] = {}  # source id -> (total code, delta code)
-    for raw in rows:
-        key = (raw.source_id, raw.interval_minutes, raw.reading_type, raw.unit, raw.scaler)
+
+    def mapped(key: tuple[str, int | None, str | None, str, int]) -> bool:
         ok = known.get(key)
         if ok is None:
             try:
@@ -272,77 +243,103 @@ def raw_values(
                 ok = True
             except (Refused, TypeError) as exc:
                 ok = False
-                unmapped.setdefault(raw.source_id, str(exc))
+                unmapped.setdefault(key[0], str(exc))
             known[key] = ok
-        if ok:
-            kept.append(raw)
-            if raw.interval_minutes and raw.reading_type is not None:
-                codes = _profile_codes(raw.source_id, raw.interval_minutes)
-                if codes is not None:
-                    cumulative[raw.source_id] = codes
+        return ok
+
+    kept: list[RawValue] = []
+    append = kept.append
+    for value in result.registers:
+        if mapped((value.obis, None, None, value.unit, value.scaler)):
+            time = value.capture_time or read_at
+            append(_raw(mrid, value, time, value.status, None, None, task))
     resets: list[tuple[str, Reset]] = []
-    if cumulative:
-        deltas, resets = _deltas(spec, result.profile, interval, cumulative, known, previous)
+    if not result.profile:
+        return kept, unmapped, resets
+    profile = result.profile
+    interval = interval_minutes(profile, spec.parameters)
+    # per (obis, unit, scaler), decided once: whether it is stored, its captured-total code,
+    # and the capture list of a cumulative channel (None: no deltas from it)
+    channels: dict[tuple[str, str, int], tuple[bool, str | None, list[Point] | None]] = {}
+    captures: dict[str, list[Point]] = {}  # source id -> captures, in row order
+    codes_of: dict[str, tuple[str, str]] = {}  # source id -> (total code, delta code)
+    instants = profile_instants(profile, spec.time_zone)
+    for row, at in zip(profile, instants, strict=True):
+        stamp, dst, row_status = row.timestamp, row.dst, row.status
+        for value in row.values.values():
+            obis, unit, scaler = value.obis, value.unit, value.scaler
+            info = channels.get((obis, unit, scaler))
+            if info is None:
+                codes = _profile_codes(obis, interval)
+                total = codes[0] if codes is not None else None
+                ok = mapped((obis, interval, total, unit, scaler))
+                series = None
+                if ok and codes is not None:
+                    series = captures.setdefault(obis, [])
+                    codes_of[obis] = codes
+                info = channels[(obis, unit, scaler)] = (ok, total, series)
+            ok, total, series = info
+            if not ok:
+                continue
+            status = value.status if value.status is not None else row_status
+            status = status or 0
+            raw = value.raw
+            append(
+                RawValue(mrid, obis, stamp, raw, unit, scaler, status, dst, interval, total, task)
+            )
+            if series is not None and at is not None:
+                series.append((at, raw, scaler, unit, status))
+    if captures:
+        deltas, resets = _deltas(spec, interval, captures, codes_of, previous)
         kept.extend(deltas)
     return kept, unmapped, resets
 
 
 def _deltas(
     spec: TaskSpec,
-    profile: Sequence[ProfileRow],
     interval: int,
-    cumulative: Mapping[str, tuple[str, str]],
-    known: Mapping[tuple[str, int | None, str | None, str, int], bool],
+    captures: Mapping[str, list[Point]],
+    codes: Mapping[str, tuple[str, str]],
     previous: PreviousLookup | None,
 ) -> tuple[list[RawValue], list[tuple[str, Reset]]]:
-    """The delta RawValues of the profile's cumulative channels (see :func:`raw_values`)."""
-    captures: dict[str, list[Capture]] = {source: [] for source in cumulative}
-    for row, at in zip(profile, profile_instants(profile, spec.time_zone), strict=True):
-        if at is None:
-            continue
-        for value in row.values.values():
-            series = captures.get(value.obis)
-            codes = cumulative.get(value.obis)
-            if series is None or codes is None:
-                continue
-            if not known.get((value.obis, interval, codes[0], value.unit, value.scaler)):
-                continue
-            status = value.status if value.status is not None else row.status
-            series.append(Capture(at, value.raw, value.scaler, value.unit, status or 0))
+    """The delta RawValues of the profile's cumulative channels (see :func:`raw_values`):
+    ``captures`` (source id -> its captures, UTC) in the order the channels came."""
     step = timedelta(minutes=interval)
+    for series in captures.values():
+        if any(a[0] >= b[0] for a, b in itertools.pairwise(series)):
+            series.sort(key=_instant)  # stable: as sorted() in interval_deltas
     before: Mapping[str, Capture] = {}
     if previous is not None:
         wanted = [
-            (source, cumulative[source][0], first.at - step, first.unit)
+            (source, codes[source][0], series[0][0] - step, series[0][3])
             for source, series in captures.items()
             if series
-            for first in [min(series, key=lambda c: c.at)]
         ]
         before = previous(wanted) if wanted else {}
     out: list[RawValue] = []
+    append = out.append
     resets: list[tuple[str, Reset]] = []
     task = str(spec.task_id)
+    mrid = spec.mrid
     for source, series in captures.items():
-        found, lost = interval_deltas(series, step, before.get(source))
-        code = cumulative[source][1]
+        stored = before.get(source)
+        if stored is not None and (not series or stored.at < series[0][0]):
+            series = [(stored.at, stored.raw, stored.scaler, stored.unit, stored.status), *series]
+        found, lost = point_deltas(series, step)
+        code = codes[source][1]
+        delta_source = delta_source_id(source)
         resets.extend((source, reset) for reset in lost)
-        for d in found:
-            out.append(
+        for end, raw, scaler, unit, status in found:
+            append(
                 RawValue(
-                    spec.mrid,
-                    delta_source_id(source),
-                    d.end,
-                    d.raw,
-                    d.unit,
-                    d.scaler,
-                    d.status,
-                    None,
-                    interval,
-                    code,
-                    task,
+                    mrid, delta_source, end, raw, unit, scaler, status, None, interval, code, task
                 )
             )
     return out, resets
+
+
+def _instant(point: Point) -> datetime:
+    return point[0]
 
 
 def _reset_json(source: str, reset: Reset) -> dict[str, str]:
@@ -373,22 +370,35 @@ def _flag_resets(resets: Sequence[tuple[str, Reset]], codes: Mapping[str, str]):
     return hook
 
 
+@functools.cache
+def _previous_query() -> Select:
+    """Stored meter values of one device, ReadingTypes (codes) and instants: built once (a
+    statement built per task costs more than running it)."""
+    return (
+        select(reading_types.c.code, readings.c.ts, readings.c.value)
+        .join(reading_types, reading_types.c.id == readings.c.reading_type_id)
+        .where(
+            readings.c.device_id == bindparam("device_id"),
+            readings.c.source == SOURCE_METER,
+            reading_types.c.code.in_(bindparam("codes", expanding=True)),
+            readings.c.ts.in_(bindparam("instants", expanding=True)),
+        )
+    )
+
+
 def _previous_lookup(conn: Connection, spec: TaskSpec) -> PreviousLookup:
     """Stored meter totals (the capture before a window, read by an earlier task)."""
 
     def lookup(wanted: Sequence[tuple[str, str, datetime, str]]) -> Mapping[str, Capture]:
-        codes = {code for _, code, _, _ in wanted}
-        query = (
-            select(reading_types.c.code, readings.c.ts, readings.c.value)
-            .join(reading_types, reading_types.c.id == readings.c.reading_type_id)
-            .where(
-                readings.c.device_id == spec.device_id,
-                readings.c.source == SOURCE_METER,
-                reading_types.c.code.in_(sorted(codes)),
-                readings.c.ts.in_(sorted({at for _, _, at, _ in wanted})),
-            )
-        )
-        stored = {(code, ts.astimezone(UTC)): value for code, ts, value in conn.execute(query)}
+        parameters = {
+            "device_id": spec.device_id,
+            "codes": sorted({code for _, code, _, _ in wanted}),
+            "instants": sorted({at for _, _, at, _ in wanted}),
+        }
+        stored = {
+            (code, ts.astimezone(UTC)): value
+            for code, ts, value in conn.execute(_previous_query(), parameters)
+        }
         out: dict[str, Capture] = {}
         for source, code, at, unit in wanted:
             value = stored.get((code, at))
@@ -423,6 +433,10 @@ def _utc(time: datetime, dst: bool | None, zone: str) -> datetime:
         return exc.earlier
 
 
+_TIME_OF = operator.attrgetter("time", "dst")
+_CHANNEL_OF = operator.attrgetter("source_id", "interval_minutes", "reading_type", "unit", "scaler")
+
+
 def _readings_stored(
     spec: TaskSpec, rows: Sequence[RawValue]
 ) -> tuple[ReadingsStored | None, dict[str, Any]]:
@@ -430,15 +444,13 @@ def _readings_stored(
         return None, {"start": None, "end": None}
     zone = spec.time_zone
     try:  # rows share their times (a profile row's channels): each converted once
-        stamps = [_utc(time, dst, zone) for time, dst in {(r.time, r.dst) for r in rows}]
+        stamps = [_utc(time, dst, zone) for time, dst in set(map(_TIME_OF, rows))]
     except Refused as exc:  # what ingest would refuse the batch for (a time in the DST gap)
         raise MdmError(exc.error, exc.reason) from None
     codes = sorted(
         {
             channel(source, interval, reading_type, unit, scaler).code
-            for source, interval, reading_type, unit, scaler in {
-                (r.source_id, r.interval_minutes, r.reading_type, r.unit, r.scaler) for r in rows
-            }
+            for source, interval, reading_type, unit, scaler in set(map(_CHANNEL_OF, rows))
         }
     )
     start, end = min(stamps), max(stamps)

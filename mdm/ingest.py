@@ -74,6 +74,8 @@ _Validated = tuple[
 _NUMERIC = bulk.PgNumericCache()
 _DECIMALS: dict[int, dict[int, Decimal]] = {}  # exponent -> raw -> Decimal(raw).scaleb(e)
 _DECIMALS_LIMIT = 1 << 18
+#: exponent -> raw -> the canonical SQLite text of its value (same bound as _DECIMALS)
+_VALUE_TEXTS: dict[int, dict[int, str]] = {}
 _READING_HEAD = struct.Struct(">hiiii")  # field count, device id, ReadingType id
 _RAW_HEAD = struct.Struct(">hii")  # field count, device id
 _INT8_FIELD = struct.Struct(">iq")  # length 8, int8
@@ -278,7 +280,6 @@ class _Batch:
         self.stage_index: list[int] = []  # staged (or COPYed) meter row -> batch row
         self.estimate_rows: list[tuple[Any, ...]] = []  # the validator's, fresh path
         self.ts_bytes: dict[datetime, bytes] = {}  # UTC -> binary COPY timestamptz
-        self.value_texts: dict[int, dict[int, Any]] = {}  # exponent -> raw -> staged text
 
     def fail(self, row: int, error: ErrorCode, reason: str) -> MdmError:
         return MdmError(error, reason, row=row, key=self.describe(row))
@@ -557,10 +558,14 @@ class _Batch:
         values: list[Decimal],
         fmt_value: Callable[[Decimal], Any],
     ) -> list[Any]:
-        """The staged form of ``values`` (SQLite: canonical text), once per distinct raw."""
+        """The staged form of ``values`` (SQLite: canonical text), once per distinct raw
+        (kept across batches, as the Decimals of ``_values``)."""
         if group.mixed or not self.fmt.decimal_as_text:
             return [fmt_value(v) for v in values]
-        texts = self.value_texts.setdefault(group.channel.exponent, {})
+        e = group.channel.exponent
+        texts = _VALUE_TEXTS.get(e)
+        if texts is None or len(texts) > _DECIMALS_LIMIT:
+            texts = _VALUE_TEXTS[e] = {}
         out = []
         rows = self.rows
         for (_, i), value in zip(items, values, strict=True):
@@ -791,6 +796,8 @@ class _Batch:
         fmt = self.fmt
         native = fmt.native
         fmt_ts, fmt_value, empty = fmt.ts, fmt.value, fmt.empty_text
+        # a profile row's channels share its wall-clock time: each written out once
+        wall_texts: dict[datetime, str] = {}
         for device_id, rt_id, group, items, validated, qualities in self._validated(
             validator, estimates
         ):
@@ -809,6 +816,14 @@ class _Batch:
                 raw = rows[index]
                 time = raw.time
                 dst = raw.dst
+                if time is ts:
+                    wall = None
+                elif time.tzinfo is None:  # equal naive times print alike
+                    wall = wall_texts.get(time)
+                    if wall is None:
+                        wall = wall_texts[time] = time.isoformat()
+                else:
+                    wall = time.isoformat()
                 meter.append(
                     (
                         device_id,
@@ -822,7 +837,7 @@ class _Batch:
                         raw.scaler,
                         raw.unit or empty,
                         raw.source_task or empty,
-                        None if time is ts else time.isoformat(),
+                        wall,
                         None if dst is None else int(dst),
                     )
                 )
