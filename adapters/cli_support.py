@@ -121,30 +121,13 @@ def database(url: str | None) -> Iterator[Any]:
 
 
 def reach_broker(bus: Any, seconds: float = 10.0) -> None:
-    """Ask ``bus`` (a :class:`headend.taskbus.TaskBus`) how many tasks wait, so that a broker
-    that cannot be reached is a :class:`CliError` with :data:`EXIT_CANNOT_RUN` now, not a
-    hang or a retry loop later. ``memory://`` needs no asking."""
-    from concurrent.futures import ThreadPoolExecutor
-    from concurrent.futures import TimeoutError as Timeout
+    """An unreachable broker (see :func:`adapters.serve.broker_problem`) as a
+    :class:`CliError` with :data:`EXIT_CANNOT_RUN`."""
+    from adapters.serve import broker_problem
 
-    from adapters.serve import hidden_url
-
-    if getattr(bus, "memory", False):
-        return
-    where = hidden_url(str(bus.url))
-    pool = ThreadPoolExecutor(1, thread_name_prefix="broker-probe")
-    try:
-        pool.submit(bus.pending_tasks).result(seconds)
-    except Timeout:
-        raise CliError(
-            f"cannot reach the broker {where}: no answer in {seconds:.0f} s", EXIT_CANNOT_RUN
-        ) from None
-    except Exception as exc:
-        raise CliError(
-            f"cannot reach the broker {where}: {one_line(exc)}", EXIT_CANNOT_RUN
-        ) from None
-    finally:
-        pool.shutdown(wait=False)
+    problem = broker_problem(bus, seconds)
+    if problem is not None:
+        raise CliError(problem, EXIT_CANNOT_RUN)
 
 
 def guarded(

@@ -44,6 +44,8 @@ import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -51,6 +53,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import uvicorn
 
+from adapters.cli_support import one_line
 from adapters.config import ConfigError, Settings, engine_options
 
 if TYPE_CHECKING:
@@ -78,11 +81,6 @@ STOP_GRACE_SECONDS = 30.0
 
 class ServeError(Exception):
     """A process that cannot start; the message is one line for the operator."""
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def hidden_url(url: str) -> str:
@@ -293,7 +291,7 @@ class Services:
                 ),
             )
         except OSError as exc:
-            raise ServeError(f"filedrop.folder: {_first_line(exc)}") from None
+            raise ServeError(f"filedrop.folder: {one_line(exc)}") from None
         assert self._stop is not None
         self._spawn("file drop", self.filedrop.run(self._stop))
 
@@ -306,7 +304,7 @@ class Services:
                 return
             exc = t.exception()
             if exc is not None:
-                log.error("%s stopped: %s", name, _first_line(exc), exc_info=exc)
+                log.error("%s stopped: %s", name, one_line(exc), exc_info=exc)
             else:
                 log.error("%s stopped on its own", name)
             if self.failed is not None:
@@ -416,18 +414,29 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def _probe_broker(bus: TaskBus) -> None:
+def broker_problem(bus: TaskBus, seconds: float = BROKER_PROBE_SECONDS) -> str | None:
+    """Ask ``bus`` how many tasks wait; what is wrong with the broker as one line, or None
+    when it answered (``memory://`` needs no asking). The CLI and ``serve`` both check this
+    way, so an unreachable broker is an error at start, not a hang or a retry loop later."""
+    if bus.memory:
+        return None
+    where = hidden_url(str(bus.url))
+    pool = ThreadPoolExecutor(1, thread_name_prefix="broker-probe")
     try:
-        await asyncio.wait_for(asyncio.to_thread(bus.pending_tasks), BROKER_PROBE_SECONDS)
-    except TimeoutError:
-        raise ServeError(
-            f"cannot reach the broker {hidden_url(bus.url)}: no answer in "
-            f"{BROKER_PROBE_SECONDS:.0f} s"
-        ) from None
+        pool.submit(bus.pending_tasks).result(seconds)
+    except FutureTimeout:
+        return f"cannot reach the broker {where}: no answer in {seconds:.0f} s"
     except Exception as exc:
-        raise ServeError(
-            f"cannot reach the broker {hidden_url(bus.url)}: {_first_line(exc)}"
-        ) from None
+        return f"cannot reach the broker {where}: {one_line(exc)}"
+    finally:
+        pool.shutdown(wait=False)
+    return None
+
+
+async def _probe_broker(bus: TaskBus) -> None:
+    problem = await asyncio.to_thread(broker_problem, bus)
+    if problem is not None:
+        raise ServeError(problem)
 
 
 def build_services(
@@ -453,9 +462,7 @@ def build_services(
     try:
         store = open_store(url, migrate=migrate)
     except (SQLAlchemyError, ValueError, OSError) as exc:
-        raise ServeError(
-            f"cannot open the database {hidden_url(url)}: {_first_line(exc)}"
-        ) from None
+        raise ServeError(f"cannot open the database {hidden_url(url)}: {one_line(exc)}") from None
     try:
         bus = TaskBus.from_url(settings["broker.url"], namespace=settings["broker.namespace"])
     except ValueError as exc:
@@ -478,7 +485,7 @@ def build_services(
     except (ValueError, ConfigError) as exc:
         bus.close()
         store.close()
-        raise ServeError(_first_line(exc)) from None
+        raise ServeError(one_line(exc)) from None
     return Services(
         settings,
         role,
