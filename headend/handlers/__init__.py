@@ -302,6 +302,18 @@ def _by_names(conn: Any, ref: ObjectRef) -> str | None:
     return None
 
 
+def requested_periods(
+    ctx: Context, intervals: Iterable[Any]
+) -> list[tuple[datetime | None, datetime | None]]:
+    """The time periods a get asks for: its profile's intervals, else the Request's
+    StartTime/EndTime, else none (the default window)."""
+    periods = [(p.start, p.end) for p in intervals]
+    request = ctx.message.request
+    if not periods and request is not None and (request.start_time or request.end_time):
+        periods = [(request.start_time, request.end_time)]
+    return periods
+
+
 def window(
     periods: Iterable[tuple[datetime | None, datetime | None]],
     *,

@@ -30,6 +30,7 @@ from headend.handlers import (
     Outcome,
     device_error,
     device_note,
+    requested_periods,
     resolve_devices,
     window,
 )
@@ -58,10 +59,7 @@ async def get_end_device_events(ctx: Context) -> Outcome:
             ErrorCode.MISSING_ELEMENT,
             "GetEndDeviceEvents names no Meter, EndDeviceGroup or UsagePoint",
         )
-    request = ctx.message.request
-    periods = [(p.start, p.end) for p in query.time_periods]
-    if not periods and request is not None and (request.start_time or request.end_time):
-        periods = [(request.start_time, request.end_time)]
+    periods = requested_periods(ctx, query.time_periods)
     start, end = window(periods)
     found = resolve_devices(ctx.store, query.meters, query.end_device_groups, query.usage_points)
     if not found.mrids:

@@ -51,6 +51,7 @@ from headend.handlers import (
     Outcome,
     device_error,
     device_note,
+    requested_periods,
     resolve_devices,
     window,
 )
@@ -120,10 +121,7 @@ async def get_meter_readings(ctx: Context) -> Outcome:
             ErrorCode.MISSING_ELEMENT,
             "GetMeterReadings names no EndDevice, EndDeviceGroup or UsagePoint",
         )
-    request = ctx.message.request
-    periods = [(p.start, p.end) for p in query.time_periods]
-    if not periods and request is not None and (request.start_time or request.end_time):
-        periods = [(request.start_time, request.end_time)]
+    periods = requested_periods(ctx, query.time_periods)
     now = datetime.now(UTC)
     start, end = window(periods, now=now)
     codes = _codes(ctx, query)
