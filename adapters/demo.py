@@ -468,15 +468,15 @@ def demo_keyring(path: Path) -> Any:
     """The demo's master key (meter keys are encrypted at rest under it): kept in the demo
     folder so a second run, or ``openhes jobs`` with ``OPENHES_MASTER_KEY``, can use the
     database again. A real deployment sets ``OPENHES_MASTER_KEY`` instead."""
-    from headend.keys import Keyring, MasterKey
+    from headend.keys import Keyring, MasterKey, parse_master_key
 
     if path.is_file():
-        secret = bytes.fromhex(path.read_text().strip())
+        key = MasterKey(parse_master_key(path.read_text(), source=str(path)))
     else:
-        secret = secrets.token_bytes(32)
-        path.write_text(secret.hex() + "\n")
+        key = MasterKey.generate()
+        path.write_text(key.key.hex() + "\n")
         path.chmod(0o600)
-    return Keyring(MasterKey(secret))
+    return Keyring(key)
 
 
 def readings_table(code: str, values: list[tuple[datetime, Decimal]]) -> list[str]:
