@@ -50,6 +50,9 @@ aware = st.datetimes(
     min_value=datetime(1990, 1, 1),
     max_value=datetime(2090, 1, 1),
     timezones=st.sampled_from([UTC, AMS, ZoneInfo("America/New_York")]),
+    # A wall time inside a spring-forward gap names no instant of its own: it comes back as
+    # the instant it denotes (test_an_imaginary_local_time_comes_back_as_its_instant).
+    allow_imaginary=False,
 )
 mrid = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=20)
 key = st.text(min_size=1, max_size=40)
@@ -113,6 +116,13 @@ def any_command(draw):
         )
     )
     return Configure(settings=tuple(settings_), **common)
+
+
+def test_an_imaginary_local_time_comes_back_as_its_instant():
+    in_the_gap = datetime(1999, 3, 28, 2, 30, tzinfo=AMS)  # clocks jumped 02:00 -> 03:00
+    back = from_json(to_json({"at": in_the_gap}))["at"]
+    assert back.astimezone(UTC) == in_the_gap.astimezone(UTC)
+    assert back.tzinfo == AMS and back.hour == 3
 
 
 def _same(a, b) -> bool:
