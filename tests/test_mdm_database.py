@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 from mdm_samples import count, interval_rows
+from sqlalchemy.exc import OperationalError
 
 from mdm.database import DEFAULT_SQLITE_FILE, ENV_URL, check_schema_name, open_store, resolve_url
 from mdm.devices import Device, create_device, get_device
@@ -68,3 +72,56 @@ def test_the_callers_rollback_takes_the_batch_with_it(meters):
         ingest(conn, interval_rows("M1"))
         raise RuntimeError("caller changes its mind")
     assert count(meters, "readings") == 0
+
+
+def _hold_write_lock(store, seconds: float, holding: threading.Event) -> None:
+    with store.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+        holding.set()
+        time.sleep(seconds)
+
+
+def _file_store_with_table(tmp_path, busy_timeout: float):
+    store = open_store(
+        str(tmp_path / "locks.sqlite3"), migrate=False, connect_args={"timeout": busy_timeout}
+    )
+    with store.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+    return store
+
+
+def test_a_sqlite_writer_waits_for_another_connections_write_lock(tmp_path):
+    store = _file_store_with_table(tmp_path, busy_timeout=5.0)
+    holding = threading.Event()
+    holder = threading.Thread(target=_hold_write_lock, args=(store, 0.2, holding))
+    holder.start()
+    try:
+        holding.wait(5)
+        started = time.monotonic()
+        with store.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO t VALUES (2)")
+        waited = time.monotonic() - started
+    finally:
+        holder.join()
+    assert 0.1 < waited < 4.0  # it waited for the holder, not for its own busy timeout
+    with store.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar() == 2
+        # The connection's busy timeout is back to its configured value after the wait.
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
+    store.close()
+
+
+def test_a_sqlite_writer_gives_up_after_the_busy_timeout(tmp_path):
+    store = _file_store_with_table(tmp_path, busy_timeout=0.2)
+    holding = threading.Event()
+    holder = threading.Thread(target=_hold_write_lock, args=(store, 1.5, holding))
+    holder.start()
+    try:
+        holding.wait(5)
+        started = time.monotonic()
+        with pytest.raises(OperationalError, match="locked"), store.begin():
+            pass
+        assert time.monotonic() - started < 1.4
+    finally:
+        holder.join()
+    store.close()

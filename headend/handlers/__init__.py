@@ -19,13 +19,12 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, select
-from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
 from cim.envelope import Header, Identifier, Message, ReplyError
 from cim.errors import CimError, ErrorCode
 from cim.model import ObjectRef
 from headend.access import Principal
-from mdm.database import Store, reading
+from mdm.database import Store, reading, threads_allowed
 from mdm.devices import find_device, group_members
 from mdm.errors import MdmError
 from mdm.schema import devices as device_table
@@ -126,13 +125,6 @@ async def run_blocking(
     if not threads_allowed(store) or (small and store.dialect == "sqlite"):
         return function(*args, **kwargs)
     return await asyncio.to_thread(function, *args, **kwargs)
-
-
-def threads_allowed(store: Store) -> bool:
-    """Whether database work for ``store`` may run in worker threads: not when every thread
-    shares one connection (SQLite in memory: a StaticPool or a SingletonThreadPool), whose
-    transactions would interleave with the event loop's own database work."""
-    return not isinstance(store.engine.pool, (StaticPool, SingletonThreadPool))
 
 
 @dataclass
