@@ -165,9 +165,8 @@ class MessageLog:
         # costs one statement, not a look-up, the insert and a read back).
         try:
             with transaction(self.store) as conn:
-                row_id = conn.execute(insert(router_messages).values(values)).inserted_primary_key[
-                    0
-                ]
+                # Values as parameters, not .values(): the compiled statement is cached.
+                row_id = conn.execute(insert(router_messages), values).inserted_primary_key[0]
         except IntegrityError:
             # Logged before (by this process or another, earlier or racing this one).
             existing = self.find(message_id) if message_id is not None else None
