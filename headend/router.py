@@ -87,7 +87,7 @@ from cim.messages import (
 )
 from cim.xmlsafe import DEFAULT_LIMITS, XmlLimits
 from headend.access import CONTROL_NOUNS, Principal, allowed
-from headend.handlers import Context, Handler, Outcome, run_blocking
+from headend.handlers import Context, DeferredLane, Handler, Outcome, run_blocking
 from headend.handlers import end_device_controls as controls_handlers
 from headend.handlers import end_device_events as events_handlers
 from headend.handlers import meter_read_schedule as schedule_handlers
@@ -162,8 +162,8 @@ class Router:
         self._inflight: dict[str, asyncio.Future[_Done]] = {}
         self._running_rows: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        # Deferred work's blocking steps take turns here, after what waits on the loop.
-        self._lane = asyncio.Semaphore(1)
+        # Deferred work's blocking steps take turns here, when requests let them.
+        self._lane = DeferredLane()
 
     # -- entry points ------------------------------------------------------------------------
 
@@ -181,6 +181,7 @@ class Router:
         returned for it (with limits no looser than the router's), so that it is not parsed
         a second time; e.g. the SOAP edge passes the Envelope it parsed. ``data`` is still
         what is logged and replayed."""
+        self._lane.request_arrived()
         try:
             return await self._handle(data, principal, channel, root)
         except asyncio.CancelledError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import time
 
 from adapters.soap.server import (
     HTTP_IMPLEMENTATION,
@@ -14,7 +15,7 @@ from adapters.soap.server import (
     uvicorn_config,
 )
 from adapters.soap.settings import SoapSettings
-from headend.handlers import run_blocking
+from headend.handlers import DeferredLane, run_blocking
 from mdm.database import open_store
 
 
@@ -44,7 +45,7 @@ def test_deferred_steps_run_after_what_is_waiting_and_one_at_a_time(tmp_path):
         order.append(name)
 
     async def main() -> list[str]:
-        lane = asyncio.Semaphore(1)
+        lane = DeferredLane()
         deferred = [
             asyncio.create_task(run_blocking(store, step, f"deferred{i}", lane=lane))
             for i in range(2)
@@ -60,3 +61,46 @@ def test_deferred_steps_run_after_what_is_waiting_and_one_at_a_time(tmp_path):
         store.close()
     assert order.index("request1") < order.index("deferred0")
     assert order.index("request2") < order.index("deferred0") < order.index("deferred1")
+
+
+def test_a_deferred_step_waits_for_a_quiet_moment_between_requests(tmp_path):
+    store = open_store(f"sqlite:///{tmp_path / 'lane.sqlite3'}")
+    lane = DeferredLane(quiet=0.05, patience=5.0)
+    times: dict[str, float] = {}
+
+    async def main() -> None:
+        lane.request_arrived()
+        step = asyncio.create_task(
+            run_blocking(store, lambda: times.setdefault("step", time.monotonic()), lane=lane)
+        )
+        for _ in range(10):  # a request every 20 ms: never quiet for 50 ms
+            await asyncio.sleep(0.02)
+            assert not step.done()
+            lane.request_arrived()
+        times["last request"] = time.monotonic()
+        await step
+
+    try:
+        asyncio.run(main())
+    finally:
+        store.close()
+    assert times["step"] - times["last request"] >= 0.045
+
+
+def test_a_deferred_step_runs_after_its_patience_under_steady_requests(tmp_path):
+    store = open_store(f"sqlite:///{tmp_path / 'lane.sqlite3'}")
+    lane = DeferredLane(quiet=0.05, patience=0.2)
+
+    async def main() -> float:
+        started = time.monotonic()
+        step = asyncio.create_task(run_blocking(store, time.monotonic, lane=lane))
+        while not step.done():  # requests never stop
+            lane.request_arrived()
+            await asyncio.sleep(0.01)
+        return await step - started
+
+    try:
+        waited = asyncio.run(main())
+    finally:
+        store.close()
+    assert 0.19 <= waited < 2.0
