@@ -191,6 +191,10 @@ class Router:
             error = CimError(ErrorCode.INTERNAL, "internal error; the operator's log has details")
             return self._failed([error], _safe_salvage(data, self.limits))
 
+    def quiet_for(self) -> float:
+        """Seconds since the last request arrived (infinite before the first)."""
+        return self._lane.clock() - self._lane.last_request
+
     async def resume(self) -> int:
         """Finish every request accepted but not answered (after a restart); returns how
         many were run. Requests this router is running now are left to it."""

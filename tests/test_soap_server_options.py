@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import itertools
 import time
+
+import pytest
 
 from adapters.soap.server import (
     HTTP_IMPLEMENTATION,
@@ -65,10 +68,12 @@ def test_deferred_steps_run_after_what_is_waiting_and_one_at_a_time(tmp_path):
 
 def test_a_deferred_step_waits_for_a_quiet_moment_between_requests(tmp_path):
     store = open_store(f"sqlite:///{tmp_path / 'lane.sqlite3'}")
-    lane = DeferredLane(quiet=0.05, patience=5.0)
+    lane = DeferredLane(quiet=0.05, share=0.001)
     times: dict[str, float] = {}
 
     async def main() -> None:
+        # A step of 10 ms first: with a share of 0.1 %, the next is owed no turn for 10 s.
+        await run_blocking(store, time.sleep, 0.01, lane=lane)
         lane.request_arrived()
         step = asyncio.create_task(
             run_blocking(store, lambda: times.setdefault("step", time.monotonic()), lane=lane)
@@ -87,20 +92,30 @@ def test_a_deferred_step_waits_for_a_quiet_moment_between_requests(tmp_path):
     assert times["step"] - times["last request"] >= 0.045
 
 
-def test_a_deferred_step_runs_after_its_patience_under_steady_requests(tmp_path):
+def test_deferred_steps_keep_their_share_of_the_loop_under_steady_requests(tmp_path):
     store = open_store(f"sqlite:///{tmp_path / 'lane.sqlite3'}")
-    lane = DeferredLane(quiet=0.05, patience=0.2)
+    lane = DeferredLane(quiet=0.05, share=0.25)  # a 30 ms step: the next waits <= 90 ms
+    ran: list[float] = []
 
-    async def main() -> float:
-        started = time.monotonic()
-        step = asyncio.create_task(run_blocking(store, time.monotonic, lane=lane))
-        while not step.done():  # requests never stop
+    def step() -> None:
+        ran.append(time.monotonic())
+        time.sleep(0.03)
+
+    async def main() -> None:
+        steps = [asyncio.create_task(run_blocking(store, step, lane=lane)) for _ in range(4)]
+        while not all(s.done() for s in steps):  # requests never stop
             lane.request_arrived()
-            await asyncio.sleep(0.01)
-        return await step - started
+            await asyncio.sleep(0.005)
 
     try:
-        waited = asyncio.run(main())
+        asyncio.run(main())
     finally:
         store.close()
-    assert 0.19 <= waited < 2.0
+    gaps = [b - a for a, b in itertools.pairwise(ran)]
+    assert len(ran) == 4
+    assert all(0.03 + 0.085 <= gap < 1.0 for gap in gaps), gaps
+
+
+def test_a_deferred_lane_share_is_checked():
+    with pytest.raises(ValueError, match="share"):
+        DeferredLane(share=0)

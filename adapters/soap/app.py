@@ -16,9 +16,11 @@ Result FAILED.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
@@ -28,6 +30,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from adapters.auth.authenticator import REPLAYED, Authenticator, AuthError
+from adapters.soap import collector
 from adapters.soap.envelope import (
     WSSE,
     EnvelopeError,
@@ -338,6 +341,32 @@ def create_app(
         Route(base + "/", edge.index, methods=["GET", "HEAD"]),
         Route(base + "/{name}", edge.resource, methods=["GET", "HEAD", "POST"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=_with_quiet_collector(router, lifespan))
     app.state.soap_edge = edge
     return app
+
+
+def _with_quiet_collector(
+    router: Router, lifespan: Callable[[Starlette], AbstractAsyncContextManager[Any]] | None
+) -> Callable[[Starlette], AbstractAsyncContextManager[Any]]:
+    """``lifespan``, plus full garbage collections when requests pause, in a process whose
+    automatic full collections are off (a server's: see adapters.soap.collector)."""
+
+    @asynccontextmanager
+    async def combined(app: Starlette) -> AsyncIterator[Any]:
+        task = None
+        if collector.tuned():
+            task = asyncio.create_task(collector.QuietCollector(router.quiet_for).run())
+        try:
+            if lifespan is None:
+                yield None
+            else:
+                async with lifespan(app) as state:
+                    yield state
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    return combined

@@ -29,6 +29,7 @@ from typing import Any
 
 import uvicorn
 
+from adapters.soap import collector
 from adapters.soap.settings import SoapSettings
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ def serve(settings: SoapSettings, app_factory: AppFactory) -> None:
     if settings.workers == 1:
         app = app_factory()
         freeze_heap()
+        collector.tune()
         uvicorn.Server(uvicorn_config(app, settings)).run()
         return
     _GunicornApp(settings, app_factory).run()
@@ -151,6 +153,7 @@ class _GunicornApp(BaseApplication):  # type: ignore[misc]
     def load(self) -> Any:
         app = self._factory()
         freeze_heap()
+        collector.tune()
         return app
 
 

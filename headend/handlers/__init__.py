@@ -100,24 +100,29 @@ class Context:
 
 class DeferredLane:
     """Where the blocking steps of deferred work (asynchronous requests', whose callers have
-    their acknowledgements) take turns on the event loop, one at a time. A step waits until
-    no request has arrived for ``quiet`` seconds, or ``patience`` seconds at most: a step
-    holds the loop for a millisecond or more (and an SQLite store's write lock), so run
-    between requests it would delay the acknowledgements arriving meanwhile. Under a burst
-    of requests deferred work goes on at a step per ``patience`` per process and catches up
-    when the burst ends; the work done in all is the same."""
+    their acknowledgements) take turns on the event loop, one at a time. A step holds the
+    loop for a millisecond or more (and an SQLite store's write lock), so run between
+    requests it delays the acknowledgements arriving meanwhile: a step waits until no
+    request has arrived for ``quiet`` seconds, but never so long that deferred work gets
+    less than ``share`` of the loop's time (after a step of d seconds the next one waits at
+    most d * (1 - share) / share). Under a burst of requests the acknowledgements get the
+    rest of the time and the deferred work keeps its share, so its backlog cannot grow
+    without bound under steady load."""
 
     def __init__(
         self,
         *,
         quiet: float = 0.002,
-        patience: float = 0.25,
+        share: float = 1 / 3,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if not 0 < share <= 1:
+            raise ValueError(f"share must be in (0, 1], not {share!r}")
         self.quiet = quiet
-        self.patience = patience
+        self.ratio = (1 - share) / share
         self.clock = clock
         self.last_request = -math.inf
+        self._due = -math.inf  # a step runs from here on, requests or not
         self._turn = asyncio.Semaphore(1)
 
     def request_arrived(self) -> None:
@@ -125,14 +130,19 @@ class DeferredLane:
 
     async def run(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         async with self._turn:
-            give_up = self.clock() + self.patience
             await asyncio.sleep(0)  # what is ready on the loop runs before this step
             while True:
                 now = self.clock()
                 quiet_from = self.last_request + self.quiet
-                if now >= quiet_from or now >= give_up:
-                    return function(*args, **kwargs)
-                await asyncio.sleep(min(quiet_from, give_up) - now)
+                if now >= quiet_from or now >= self._due:
+                    break
+                await asyncio.sleep(min(quiet_from, self._due) - now)
+            started = self.clock()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                ended = self.clock()
+                self._due = ended + (ended - started) * self.ratio
 
 
 async def run_blocking(
