@@ -106,8 +106,8 @@ class DeferredLane:
     request has arrived for ``quiet`` seconds, but never so long that deferred work gets
     less than ``share`` of the loop's time (after a step of d seconds the next one waits at
     most d * (1 - share) / share). Under a burst of requests the acknowledgements get the
-    rest of the time and the deferred work keeps its share, so its backlog cannot grow
-    without bound under steady load."""
+    rest of the time and the deferred work keeps its share: it goes on under any load, and
+    catches up at full speed when the burst ends."""
 
     def __init__(
         self,
