@@ -15,9 +15,13 @@ from pathlib import Path
 import pytest
 from mdm_samples import T0, interval_rows
 
-from cim.envelope import Header, Message, MessageKind, Request
+from cim.end_device_controls import EndDeviceControls
+from cim.end_device_events import EndDeviceEvents
+from cim.envelope import Header, Message, MessageKind, Payload, Request
+from cim.errors import CimError, ErrorCode
 from cim.get_meter_readings import GetMeterReadings, ReadingSelector
 from cim.messages import emit_message, parse_message
+from cim.meter_read_schedule import MeterReadSchedule
 from cim.meter_readings import MeterReadings
 from cim.model import DateTimeInterval, ObjectRef
 from cim.xmlsafe import XmlLimits, parse_bytes
@@ -225,3 +229,42 @@ def test_concurrent_gets_from_worker_threads_answer_right(
     assert all(same_reply(a, b) for a, b in zip(bodies, bodies[3:], strict=False))
     on_loop = [t == loop for t in threads]
     assert on_loop.count(True) == 4 and on_loop.count(False) == 8  # the 4 small ones
+
+
+@pytest.mark.parametrize(
+    ("kind", "text"),
+    [
+        (MeterReadings, "create MeterReadings needs a MeterReadings payload"),
+        (EndDeviceControls, "create EndDeviceControls needs an EndDeviceControls payload"),
+        (EndDeviceEvents, "create EndDeviceEvents needs an EndDeviceEvents payload"),
+        (MeterReadSchedule, "create MeterReadSchedule needs a MeterReadSchedule payload"),
+    ],
+)
+def test_a_missing_or_foreign_payload_document_is_refused_by_name(
+    memory_store: Store, kind: type, text: str
+) -> None:
+    bare = Message(MessageKind.REQUEST, Header(verb="create", noun=kind.__name__))
+    ctx = Context(memory_store, None, SYSTEM, "test", bare, 1.0)
+    assert ctx.payload_document is None
+    with pytest.raises(CimError) as refused:
+        ctx.document(kind)
+    assert (refused.value.error, refused.value.reason) == (ErrorCode.MISSING_PAYLOAD, text)
+    other = MeterReadings() if kind is not MeterReadings else EndDeviceEvents()
+    foreign = Message(
+        MessageKind.REQUEST,
+        Header(verb="create", noun=kind.__name__),
+        payload=Payload(document=other),
+    )
+    ctx = Context(memory_store, None, SYSTEM, "test", foreign, 1.0)
+    with pytest.raises(CimError, match="payload"):
+        ctx.document(kind)
+    document = kind()
+    ctx = Context(
+        memory_store,
+        None,
+        SYSTEM,
+        "test",
+        Message(MessageKind.REQUEST, bare.header, payload=Payload(document=document)),
+        1.0,
+    )
+    assert ctx.document(kind) is document

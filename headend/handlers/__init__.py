@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection, select
 
@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 
 #: Without a window, a get covers the last day.
 DEFAULT_SPAN = timedelta(days=1)
+
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -63,6 +66,24 @@ class Context:
     @property
     def message_id(self) -> str | None:
         return self.header.message_id or None
+
+    @property
+    def payload_document(self) -> Any:
+        """The document the request's Payload carries (a noun model), or None."""
+        payload = self.message.payload
+        return payload.document if payload is not None else None
+
+    def document(self, kind: type[T]) -> T:
+        """The Payload's document, which must be a ``kind`` (else FAILED, missing payload)."""
+        document = self.payload_document
+        if not isinstance(document, kind):
+            noun = kind.__name__
+            article = "an" if noun[0] in "AEIOU" else "a"
+            raise CimError(
+                ErrorCode.MISSING_PAYLOAD,
+                f"{self.header.verb} {noun} needs {article} {noun} payload",
+            )
+        return document
 
     def time_left(self) -> float:
         return max(0.0, self.timeout - (time.monotonic() - self.started))

@@ -71,13 +71,7 @@ def action_for(code: str) -> ControlAction:
 
 
 def _document(ctx: Context) -> EndDeviceControls:
-    payload = ctx.message.payload
-    document = payload.document if payload is not None else None
-    if not isinstance(document, EndDeviceControls):
-        raise CimError(
-            ErrorCode.MISSING_PAYLOAD,
-            f"{ctx.header.verb} EndDeviceControls needs an EndDeviceControls payload",
-        )
+    document = ctx.document(EndDeviceControls)
     if not document.controls:
         raise CimError(ErrorCode.MISSING_ELEMENT, "the EndDeviceControls payload is empty")
     return document

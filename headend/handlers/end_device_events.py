@@ -85,13 +85,7 @@ async def get_end_device_events(ctx: Context) -> Outcome:
 
 
 async def create_end_device_events(ctx: Context) -> Outcome:
-    payload = ctx.message.payload
-    document = payload.document if payload is not None else None
-    if not isinstance(document, EndDeviceEvents):
-        raise CimError(
-            ErrorCode.MISSING_PAYLOAD,
-            f"{ctx.header.verb} EndDeviceEvents needs an EndDeviceEvents payload",
-        )
+    document = ctx.document(EndDeviceEvents)
     if not document.events:
         raise CimError(ErrorCode.MISSING_ELEMENT, "the EndDeviceEvents payload is empty")
     errors: list[ReplyError] = []

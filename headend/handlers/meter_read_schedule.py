@@ -32,17 +32,6 @@ from headend.job_actions import Action
 from mdm.database import transaction
 
 
-def _document(ctx: Context) -> MeterReadSchedule:
-    payload = ctx.message.payload
-    document = payload.document if payload is not None else None
-    if not isinstance(document, MeterReadSchedule):
-        raise CimError(
-            ErrorCode.MISSING_PAYLOAD,
-            f"{ctx.header.verb} MeterReadSchedule needs a MeterReadSchedule payload",
-        )
-    return document
-
-
 def _base_name(ctx: Context, *, create: bool) -> str:
     name = ctx.option("ScheduleName")
     if not name and ctx.message.request is not None and ctx.message.request.ids:
@@ -156,7 +145,7 @@ def _who(ctx: Context) -> str:
 
 
 async def create_meter_read_schedule(ctx: Context) -> Outcome:
-    document = _document(ctx)
+    document = ctx.document(MeterReadSchedule)
     definitions = _definitions(ctx, document, _base_name(ctx, create=True))
     with transaction(ctx.store) as conn:
         created = [schedules.create_schedule(conn, d, who=_who(ctx)) for d in definitions]
@@ -168,7 +157,7 @@ async def create_meter_read_schedule(ctx: Context) -> Outcome:
 
 
 async def change_meter_read_schedule(ctx: Context) -> Outcome:
-    document = _document(ctx)
+    document = ctx.document(MeterReadSchedule)
     base = _base_name(ctx, create=False)
     names = _names(base, len(document.time_schedules))
     with transaction(ctx.store) as conn:
@@ -205,8 +194,7 @@ def _only_disabled(document: MeterReadSchedule) -> bool:
 
 
 async def cancel_meter_read_schedule(ctx: Context) -> Outcome:
-    payload = ctx.message.payload
-    document = payload.document if payload is not None else None
+    document = ctx.payload_document
     count = len(document.time_schedules) if isinstance(document, MeterReadSchedule) else 1
     names = _names(_base_name(ctx, create=False), count)
     with transaction(ctx.store) as conn:

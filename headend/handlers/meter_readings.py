@@ -285,13 +285,7 @@ async def _read(
 
 
 async def create_meter_readings(ctx: Context) -> Outcome:
-    payload = ctx.message.payload
-    document = payload.document if payload is not None else None
-    if not isinstance(document, MeterReadings):
-        raise CimError(
-            ErrorCode.MISSING_PAYLOAD,
-            f"{ctx.header.verb} MeterReadings needs a MeterReadings payload",
-        )
+    document = ctx.document(MeterReadings)
     if not document.meter_readings:
         raise CimError(ErrorCode.MISSING_ELEMENT, "the MeterReadings payload is empty")
     errors: list[ReplyError] = []
