@@ -193,7 +193,7 @@ class Router:
 
     def quiet_for(self) -> float:
         """Seconds since the last request arrived (infinite before the first)."""
-        return self._lane.clock() - self._lane.last_request
+        return self._lane.quiet_for()
 
     async def resume(self) -> int:
         """Finish every request accepted but not answered (after a restart); returns how
