@@ -62,11 +62,35 @@ def restore_thresholds():
     gc.set_threshold(*before)
 
 
-def test_tune_turns_automatic_full_collections_off(restore_thresholds):
+def test_tune_leaves_only_young_collections_automatic(restore_thresholds):
     assert not collector.tuned()
     collector.tune()
     assert collector.tuned()
-    assert gc.get_threshold() == (collector.YOUNG, collector.MIDDLE, collector.NO_AUTOMATIC_FULL)
+    assert gc.get_threshold() == (collector.YOUNG, collector.NO_AUTOMATIC, collector.NO_AUTOMATIC)
+
+
+def test_a_tuned_process_makes_no_middle_collection_on_its_own(restore_thresholds):
+    collector.tune()
+    gc.collect()
+    middle: list[int] = []
+
+    def watch(phase: str, info: dict) -> None:
+        if phase == "start" and info["generation"] > 0:
+            middle.append(info["generation"])
+
+    gc.callbacks.append(watch)
+    try:
+        kept = []
+        for _ in range(60):  # 60 young collections' worth of surviving objects
+            kept.append([[] for _ in range(collector.YOUNG)])
+    finally:
+        gc.callbacks.remove(watch)
+    assert middle == []
+
+
+def test_an_untuned_process_is_not_taken_for_a_tuned_one(restore_thresholds):
+    gc.set_threshold(700, 10, collector.NO_AUTOMATIC)  # full collections off, middle ones on
+    assert not collector.tuned()
 
 
 def test_a_tuned_process_serves_with_the_quiet_collector_running(restore_thresholds, monkeypatch):

@@ -1,15 +1,18 @@
-"""Garbage collection in a serving process: young collections cheap and less often, full
-collections when requests pause.
+"""Garbage collection in a serving process: only young collections run automatically, and
+they run less often; the older generations are collected when requests pause.
 
-CPython's defaults (a young collection every 700 allocations, a full one when the heap has
-grown by a quarter) paused a server's loop for up to 160 ms per full collection while
-thousands of asynchronous requests waited for their jobs: each pending request keeps its
-coroutines and message alive, and a full collection walks all of them. That made the tail of
-the acknowledgement latency (bench/soap.py: control ack p99 ~60 ms, ~33 ms without
-automatic full collections). :func:`tune` turns automatic full collections off and makes
-young ones rarer; :class:`QuietCollector` runs the full collections instead, when no request
-has arrived for a moment, and at least every few minutes whatever the load (reference cycles
-are still freed; a busy server pauses then, as before, but rarely).
+CPython's defaults (a young collection every 700 allocations, a middle one every 10 young
+ones, a full one when the heap has grown by a quarter) paused a server's loop for up to
+160 ms per full collection while thousands of asynchronous requests waited for their jobs:
+each pending request keeps its coroutines and message alive, and a full collection walks all
+of them. A middle collection walks everything that survived the young collections since the
+last one, which mid-burst is every pending request accepted meanwhile: with full collections
+off, middle ones held a process for 230-250 ms (bench/soap.py, 2 processes, control ack p99
+150 ms in the rounds where one fell). So :func:`tune` leaves only young collections automatic
+(every 10,000 allocations: a few milliseconds, whatever the backlog), and
+:class:`QuietCollector` runs full collections (all generations) when no request has arrived
+for a moment, and at least every few minutes whatever the load (reference cycles are still
+freed; a busy server pauses then, as before, but rarely).
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ import time
 from collections.abc import Callable
 
 YOUNG = 10_000  # allocations between young collections (CPython's default: 700)
-MIDDLE = 50  # young collections between middle-generation ones (default: 10)
-NO_AUTOMATIC_FULL = 1_000_000  # middle collections between full ones: never, in practice
+#: Young collections between middle ones, and middle between full ones: never, in practice.
+NO_AUTOMATIC = 1_000_000
 QUIET_S = 0.1  # no request for this long: a full collection may run
 EVERY_S = 30.0  # full collections at most this often when quiet...
 AT_MOST_S = 300.0  # ... and at least this often, quiet or not
@@ -29,12 +32,13 @@ AT_MOST_S = 300.0  # ... and at least this often, quiet or not
 
 def tune() -> None:
     """Set this process's collector thresholds for serving (see the module docstring)."""
-    gc.set_threshold(YOUNG, MIDDLE, NO_AUTOMATIC_FULL)
+    gc.set_threshold(YOUNG, NO_AUTOMATIC, NO_AUTOMATIC)
 
 
 def tuned() -> bool:
-    """Whether automatic full collections are off here (:func:`tune` was called)."""
-    return gc.get_threshold()[2] >= NO_AUTOMATIC_FULL
+    """Whether automatic middle and full collections are off here (:func:`tune` was
+    called): the :class:`QuietCollector` has to run them."""
+    return min(gc.get_threshold()[1:]) >= NO_AUTOMATIC
 
 
 class QuietCollector:
