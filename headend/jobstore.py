@@ -111,11 +111,20 @@ def task_key(job_id: str, mrid: str) -> str:
     return f"{job_id}/{mrid}"
 
 
+# Statements built once: building one per call costs more than running it on SQLite.
+_JOB_BY_KEY = select(jobs.c.id).where(jobs.c.idempotency_key == bindparam("key"))
+_INSERT_JOB = insert(jobs)
+_INSERT_TASKS = insert(tasks)
+_TASK_KEYS = (
+    select(tasks.c.id, tasks.c.idempotency_key)
+    .where(tasks.c.job_id == bindparam("job"))
+    .order_by(tasks.c.id)
+)
+
+
 def find_job_by_key(db: Store | Connection, idempotency_key: str) -> str | None:
     with reading(db) as conn:
-        return conn.execute(
-            select(jobs.c.id).where(jobs.c.idempotency_key == idempotency_key)
-        ).scalar_one_or_none()
+        return conn.execute(_JOB_BY_KEY, {"key": idempotency_key}).scalar_one_or_none()
 
 
 def create_job(
@@ -148,33 +157,30 @@ def create_job(
     now = datetime.now(UTC)
     command_text = command_to_json(command)
     parameters_text = to_json(dict(parameters or {}))
-    if idempotency_key is not None:
-        existing = find_job_by_key(store, idempotency_key)
-        if existing is not None:
-            return NewJob(existing, priority, [], existing=True)
-    try:
+    try:  # a used idempotency key fails the insert (unique): the existing job is returned
         with transaction(store) as conn:
             conn.execute(
-                insert(jobs).values(
-                    id=job_id,
-                    kind=kind,
-                    name=name[:200],
-                    priority=int(priority),
-                    state="queued",
-                    command=command_text,
-                    parameters=parameters_text,
-                    idempotency_key=idempotency_key,
-                    parent_id=parent_id,
-                    schedule_id=schedule_id,
-                    created_by=created_by[:64],
-                    created_at=now,
-                    total=len(devices),
-                    correlation_id=correlation_id,
-                )
+                _INSERT_JOB,
+                {
+                    "id": job_id,
+                    "kind": kind,
+                    "name": name[:200],
+                    "priority": int(priority),
+                    "state": "queued",
+                    "command": command_text,
+                    "parameters": parameters_text,
+                    "idempotency_key": idempotency_key,
+                    "parent_id": parent_id,
+                    "schedule_id": schedule_id,
+                    "created_by": created_by[:64],
+                    "created_at": now,
+                    "total": len(devices),
+                    "correlation_id": correlation_id,
+                },
             )
             for start in range(0, len(devices), _CHUNK):
                 conn.execute(
-                    insert(tasks),
+                    _INSERT_TASKS,
                     [
                         {
                             "job_id": job_id,
@@ -191,15 +197,11 @@ def create_job(
                         for device_id, mrid in devices[start : start + _CHUNK]
                     ],
                 )
-            rows = conn.execute(
-                select(tasks.c.id, tasks.c.idempotency_key)
-                .where(tasks.c.job_id == job_id)
-                .order_by(tasks.c.id)
-            ).all()
+            rows = conn.execute(_TASK_KEYS, {"job": job_id}).all()
     except IntegrityError:
         if idempotency_key is not None:
             existing = find_job_by_key(store, idempotency_key)
-            if existing is not None:  # a concurrent submission with the same key won
+            if existing is not None:  # an earlier or concurrent submission with the key
                 return NewJob(existing, priority, [], existing=True)
         raise
     return NewJob(job_id, int(priority), [(row.id, row.idempotency_key) for row in rows])
@@ -710,9 +712,14 @@ def _job_record(row: Any) -> JobRecord:
     )
 
 
+_JOB = select(jobs).where(jobs.c.id == bindparam("job"))
+_JOB_STATE = select(jobs.c.state).where(jobs.c.id == bindparam("job"))
+_TASKS_OF_JOB = select(tasks).where(tasks.c.job_id == bindparam("job")).order_by(tasks.c.id)
+
+
 def get_job(db: Store | Connection, job_id: str) -> JobRecord:
     with reading(db) as conn:
-        row = conn.execute(select(jobs).where(jobs.c.id == job_id)).one_or_none()
+        row = conn.execute(_JOB, {"job": job_id}).one_or_none()
     if row is None:
         raise JobNotFound(job_id)
     return _job_record(row)
@@ -720,7 +727,7 @@ def get_job(db: Store | Connection, job_id: str) -> JobRecord:
 
 def job_state(db: Store | Connection, job_id: str) -> str:
     with reading(db) as conn:
-        state = conn.execute(select(jobs.c.state).where(jobs.c.id == job_id)).scalar()
+        state = conn.execute(_JOB_STATE, {"job": job_id}).scalar()
     if state is None:
         raise JobNotFound(job_id)
     return state
@@ -764,11 +771,11 @@ def task_records(
     db: Store | Connection, job_id: str, *, states: Sequence[str] | None = None
 ) -> Iterator[TaskRecord]:
     """The job's tasks in creation order (optionally only those in ``states``)."""
-    query = select(tasks).where(tasks.c.job_id == job_id).order_by(tasks.c.id)
+    query = _TASKS_OF_JOB
     if states is not None:
         query = query.where(tasks.c.state.in_(list(states)))
     with reading(db) as conn:
-        for row in conn.execute(query):
+        for row in conn.execute(query, {"job": job_id}):
             yield TaskRecord(
                 id=row.id,
                 mrid=row.mrid,

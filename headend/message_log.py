@@ -39,6 +39,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Table,
+    bindparam,
     insert,
     select,
     update,
@@ -81,6 +82,18 @@ router_messages = Table(
     Column("reply_message_id", String(ID_LENGTH)),
     CheckConstraint("state IN ('accepted', 'answered')", name="state"),
     Index(None, "state"),
+)
+# Built once: building it per request cost more than running it on SQLite.
+_ANSWER = (
+    update(router_messages)
+    .where(router_messages.c.id == bindparam("row"), router_messages.c.state == ACCEPTED)
+    .values(
+        state=ANSWERED,
+        reply=bindparam("new_reply"),
+        result=bindparam("new_result"),
+        reply_message_id=bindparam("new_reply_message_id"),
+        answered_at=bindparam("new_answered_at"),
+    )
 )
 
 
@@ -206,21 +219,17 @@ class MessageLog:
         """Store the reply and mark the row answered; False (and nothing changed) when it was
         answered already, e.g. by a concurrent :meth:`Router.resume`. With ``conn``, joins
         that transaction (so the outbox row and the answer land together)."""
-        statement = (
-            update(router_messages)
-            .where(router_messages.c.id == row_id, router_messages.c.state == ACCEPTED)
-            .values(
-                state=ANSWERED,
-                reply=reply,
-                result=result,
-                reply_message_id=_fit(reply_message_id, ID_LENGTH),
-                answered_at=self.clock(),
-            )
-        )
+        values = {
+            "row": row_id,
+            "new_reply": reply,
+            "new_result": result,
+            "new_reply_message_id": _fit(reply_message_id, ID_LENGTH),
+            "new_answered_at": self.clock(),
+        }
         if conn is not None:
-            return conn.execute(statement).rowcount == 1
+            return conn.execute(_ANSWER, values).rowcount == 1
         with transaction(self.store) as own:
-            return own.execute(statement).rowcount == 1
+            return own.execute(_ANSWER, values).rowcount == 1
 
     def get(self, row_id: int) -> LoggedMessage | None:
         return self._one(select(router_messages).where(router_messages.c.id == row_id))

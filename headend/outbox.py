@@ -42,6 +42,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Table,
+    bindparam,
     func,
     or_,
     select,
@@ -87,6 +88,8 @@ outbox = Table(
     CheckConstraint("state IN ('pending', 'delivered', 'dead')", name="state"),
     Index(None, "state", "next_attempt_at"),
 )
+_ID_OF = select(outbox.c.id).where(outbox.c.message_id == bindparam("message_id"))
+_INSERT = outbox.insert().returning(outbox.c.id)
 
 subscriptions = Table(
     "subscriptions",
@@ -215,7 +218,7 @@ class Outbox:
             return existing
         try:
             with transaction(db) as c:
-                return int(c.execute(outbox.insert().returning(outbox.c.id), row).scalar_one())
+                return int(c.execute(_INSERT, row).scalar_one())
         except IntegrityError:  # a concurrent enqueue of the same MessageID won
             existing = self._id_of(db, message_id)
             if existing is None:
@@ -225,9 +228,7 @@ class Outbox:
     @staticmethod
     def _id_of(db: Store | Connection, message_id: str) -> int | None:
         with reading(db) as c:
-            found = c.execute(
-                select(outbox.c.id).where(outbox.c.message_id == message_id)
-            ).scalar_one_or_none()
+            found = c.execute(_ID_OF, {"message_id": message_id}).scalar_one_or_none()
         return int(found) if found is not None else None
 
     # ------------------------------------------------------------------ delivering

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from cim.errors import ErrorCode
 from drivers.base import AuthenticationKind, ConnectionParams, Timeouts, TransportKind
@@ -351,29 +351,37 @@ class Registry:
 # --- loading ------------------------------------------------------------------------------
 
 
+# Built once (lists as expanding parameters): building them per call cost more than running
+# them on SQLite.
+_DEVICES_BY_MRID = (
+    select(devices, usage_points.c.mrid.label("usage_point"))
+    .select_from(devices.outerjoin(usage_points))
+    .where(devices.c.mrid.in_(bindparam("mrids", expanding=True)))
+)
+_PATHS_OF = select(meter_paths).where(meter_paths.c.device_id.in_(bindparam("ids", expanding=True)))
+_SECURITY_OF = select(meter_security).where(
+    meter_security.c.device_id.in_(bindparam("ids", expanding=True))
+)
+
+
 def _load(conn: Connection, mrids: Sequence[str]) -> dict[str, _Stored]:
     out: dict[str, _Stored] = {}
     wanted = list(dict.fromkeys(mrids))
     for start in range(0, len(wanted), _CHUNK):
         chunk = wanted[start : start + _CHUNK]
-        query = (
-            select(devices, usage_points.c.mrid.label("usage_point"))
-            .select_from(devices.outerjoin(usage_points))
-            .where(devices.c.mrid.in_(chunk))
-        )
         by_id: dict[int, _Stored] = {}
-        for row in conn.execute(query):
+        for row in conn.execute(_DEVICES_BY_MRID, {"mrids": chunk}):
             device = Device(mrid=row.mrid, **{k: getattr(row, k) for k in DEVICE_ATTRIBUTES})
             stored = _Stored(row.id, device, {}, None, dict.fromkeys(SECRET_FIELDS))
             out[row.mrid] = by_id[row.id] = stored
         if not by_id:
             continue
-        for row in conn.execute(select(meter_paths).where(meter_paths.c.device_id.in_(by_id))):
+        ids = {"ids": list(by_id)}
+        for row in conn.execute(_PATHS_OF, ids):
             by_id[row.device_id].paths[row.role] = CommPath(
                 **{k: getattr(row, k) for k in _PATH_FIELDS}
             )
-        query = select(meter_security).where(meter_security.c.device_id.in_(by_id))
-        for row in conn.execute(query):
+        for row in conn.execute(_SECURITY_OF, ids):
             stored = by_id[row.device_id]
             stored.security = SecurityProfile(**{k: getattr(row, k) for k in _SECURITY_FIELDS})
             stored.tokens = {name: getattr(row, name) for name in SECRET_FIELDS}
