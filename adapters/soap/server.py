@@ -6,7 +6,10 @@ client CA is given. And an in-process server on a thread for tests and the demo.
 Several processes share the port through ``SO_REUSEPORT`` (gunicorn's ``reuse_port``: each
 worker listens on its own socket and the kernel spreads new connections over them). With one
 shared socket, whichever worker wakes first accepts a burst of connections, and keep-alive
-pins them there: 16 clients connecting at once all landed on one of two workers.
+pins them there: 16 clients connecting at once all landed on one of two workers. The kernel
+spreads by a hash of the client's address and port, so a few keep-alive clients are spread
+unevenly too (16 over two workers: 10/6 and 9/7 as often as 8/8), and the busier worker sets
+the latency tail (bench/soap.py control ack p99: 27-28 ms at 10/6, 21 ms at 8/8, same run).
 
 HTTP parsing and the event loop: ``httptools`` and ``uvloop`` when installed (dependencies;
 uvicorn's pure-Python h11 parser took about 30 % of the server's CPU per request), else h11
