@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -465,9 +466,9 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def server_cpu(master: int) -> float:
-    """utime+stime of the gunicorn master and its live workers."""
-    total = _cpu_seconds(master)
+def _workers(master: int) -> list[int]:
+    """The live child processes (gunicorn workers) of ``master``."""
+    found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -475,10 +476,66 @@ def server_cpu(master: int) -> float:
             with open(f"/proc/{entry}/stat") as handle:
                 fields = handle.read().rsplit(")", 1)[1].split()
             if int(fields[1]) == master:
-                total += _cpu_seconds(int(entry))
+                found.append(int(entry))
         except (OSError, IndexError, ValueError):
             continue
+    return sorted(found)
+
+
+def server_cpu(master: int) -> float:
+    """utime+stime of the gunicorn master and its live workers."""
+    total = _cpu_seconds(master)
+    for pid in _workers(master):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            total += _cpu_seconds(pid)
     return total
+
+
+def connections_per_worker(master: int, port: int) -> list[int]:
+    """Established TCP connections to ``port`` held by each worker (Linux /proc): the kernel
+    spreads keep-alive clients over the workers' SO_REUSEPORT sockets by a hash, so the
+    split varies from round to round, and the busier worker sets the latency tail."""
+    established: set[str] = set()  # socket inodes
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as handle:
+            for line in list(handle)[1:]:
+                fields = line.split()
+                if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    established.add(fields[9])
+    counts = []
+    for pid in _workers(master):
+        held = 0
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if target.startswith("socket:[") and target[8:-1] in established:
+                        held += 1
+        counts.append(held)
+    return counts
+
+
+@contextmanager
+def spread_sampled(master: int, port: int, after: float) -> Iterator[dict]:
+    """Counts the connections per worker ``after`` seconds into the block, in a thread:
+    ``out["spread"]`` (absent when it ended sooner)."""
+    import threading
+
+    out: dict = {}
+    stop = threading.Event()
+
+    def sample() -> None:
+        if not stop.wait(after):
+            with contextlib.suppress(OSError):
+                out["spread"] = connections_per_worker(master, port)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield out
+    finally:
+        stop.set()
+        thread.join()
 
 
 # ---------------------------------------------------------------- main
@@ -709,15 +766,18 @@ def main() -> None:
                     (server_cpu(server.pid) - cpu_before) * 1000 / max(get["requests"], 1)
                 )
                 results["get"].append(get)
-                control = load(
-                    f"{base}/openhes/ExecuteEndDeviceControls",
-                    control_body,
-                    CONTROL_ACTION,
-                    unique=True,
-                    seconds=seconds,
-                    connections=args.connections,
-                    workdir=tmp,
-                )
+                with spread_sampled(server.pid, port, min(1.0, seconds / 2)) as sampled:
+                    control = load(
+                        f"{base}/openhes/ExecuteEndDeviceControls",
+                        control_body,
+                        CONTROL_ACTION,
+                        unique=True,
+                        seconds=seconds,
+                        connections=args.connections,
+                        workdir=tmp,
+                    )
+                if "spread" in sampled:
+                    control["spread"] = sampled["spread"]
                 control["drain_s"] = wait_backlog(db_url, schema)
                 control["done_rps"] = control["requests"] / (seconds + control["drain_s"])
                 results["control"].append(control)
@@ -745,6 +805,11 @@ def main() -> None:
                 + (
                     f"  all answered {r['drain_s']:.2f} s later ({r['done_rps']:,.0f} done/s)"
                     if "drain_s" in r
+                    else ""
+                )
+                + (
+                    f"  connections per worker {'/'.join(map(str, r['spread']))}"
+                    if "spread" in r
                     else ""
                 )
             )
