@@ -83,7 +83,9 @@ router_messages = Table(
     CheckConstraint("state IN ('accepted', 'answered')", name="state"),
     Index(None, "state"),
 )
-# Built once: building it per request cost more than running it on SQLite.
+# Built once: building them per request cost more than running them on SQLite (the claim
+# takes its values as parameters, not .values(), for the same reason).
+_CLAIM = insert(router_messages)
 _ANSWER = (
     update(router_messages)
     .where(router_messages.c.id == bindparam("row"), router_messages.c.state == ACCEPTED)
@@ -178,8 +180,7 @@ class MessageLog:
         # costs one statement, not a look-up, the insert and a read back).
         try:
             with transaction(self.store) as conn:
-                # Values as parameters, not .values(): the compiled statement is cached.
-                row_id = conn.execute(insert(router_messages), values).inserted_primary_key[0]
+                row_id = conn.execute(_CLAIM, values).inserted_primary_key[0]
         except IntegrityError:
             # Logged before (by this process or another, earlier or racing this one).
             existing = self.find(message_id) if message_id is not None else None

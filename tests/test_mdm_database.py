@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from mdm_samples import count, interval_rows
@@ -81,6 +83,20 @@ def _hold_write_lock(store, seconds: float, holding: threading.Event) -> None:
         time.sleep(seconds)
 
 
+@contextmanager
+def _write_lock_held(store, seconds: float) -> Iterator[None]:
+    """The block runs while another connection (a thread) holds the write lock for
+    ``seconds`` from when the block starts (the holder is joined afterwards)."""
+    holding = threading.Event()
+    holder = threading.Thread(target=_hold_write_lock, args=(store, seconds, holding))
+    holder.start()
+    try:
+        holding.wait(5)
+        yield
+    finally:
+        holder.join()
+
+
 def _file_store_with_table(tmp_path, busy_timeout: float):
     store = open_store(
         str(tmp_path / "locks.sqlite3"), migrate=False, connect_args={"timeout": busy_timeout}
@@ -92,17 +108,11 @@ def _file_store_with_table(tmp_path, busy_timeout: float):
 
 def test_a_sqlite_writer_waits_for_another_connections_write_lock(tmp_path):
     store = _file_store_with_table(tmp_path, busy_timeout=5.0)
-    holding = threading.Event()
-    holder = threading.Thread(target=_hold_write_lock, args=(store, 0.2, holding))
-    holder.start()
-    try:
-        holding.wait(5)
+    with _write_lock_held(store, 0.2):
         started = time.monotonic()
         with store.begin() as conn:
             conn.exec_driver_sql("INSERT INTO t VALUES (2)")
         waited = time.monotonic() - started
-    finally:
-        holder.join()
     assert 0.1 < waited < 4.0  # it waited for the holder, not for its own busy timeout
     with store.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar() == 2
@@ -113,15 +123,9 @@ def test_a_sqlite_writer_waits_for_another_connections_write_lock(tmp_path):
 
 def test_a_sqlite_writer_gives_up_after_the_busy_timeout(tmp_path):
     store = _file_store_with_table(tmp_path, busy_timeout=0.2)
-    holding = threading.Event()
-    holder = threading.Thread(target=_hold_write_lock, args=(store, 1.5, holding))
-    holder.start()
-    try:
-        holding.wait(5)
+    with _write_lock_held(store, 1.5):
         started = time.monotonic()
         with pytest.raises(OperationalError, match="locked"), store.begin():
             pass
         assert time.monotonic() - started < 1.4
-    finally:
-        holder.join()
     store.close()
